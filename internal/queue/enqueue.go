@@ -1,0 +1,224 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgqueue/queue/db"
+)
+
+// NotifyChannel is the LISTEN/NOTIFY channel that announces new runnable jobs.
+const NotifyChannel = "queue_jobs"
+
+// MaxBulk is the most jobs one EnqueueMany call takes.
+const MaxBulk = 1000
+
+// ClientConfig holds the defaults a client fixes on the jobs it submits.
+type ClientConfig struct {
+	// RemoveOnComplete and RemoveOnFail are written into jobs that do not say; nil leaves
+	// the choice to the worker that finishes the job.
+	RemoveOnComplete *int
+	RemoveOnFail     *int
+}
+
+// Client enqueues jobs and performs the job operations of the API. It is safe for
+// concurrent use.
+type Client struct {
+	pool   *pgxpool.Pool
+	cfg    ClientConfig
+	types  []string
+	notify *notifier
+}
+
+// NewClient loads the known job types from the database (queue.job_types()).
+func NewClient(ctx context.Context, pool *pgxpool.Pool, cfg ClientConfig) (*Client, error) {
+	types, err := db.New(pool).JobTypes(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("load job types: %w", err)
+	}
+	c := &Client{pool: pool, cfg: cfg, types: types}
+	c.notify = newNotifier(pool)
+	return c, nil
+}
+
+// Close stops the client's background notifier.
+func (c *Client) Close() { c.notify.close() }
+
+// KnownType reports whether the database accepts jobs of this type.
+func (c *Client) KnownType(t string) bool { return slices.Contains(c.types, t) }
+
+// Types lists the job types the database accepts.
+func (c *Client) Types() []string { return slices.Clone(c.types) }
+
+// Enqueued is the outcome of one enqueue: the job, and whether this call created it
+// (false when options.jobId named an existing job).
+type Enqueued struct {
+	Job     Job
+	Created bool
+}
+
+// Enqueue inserts one job through tx: a caller's pgx.Tx (the job exists if and only if
+// that transaction commits), or a pool or connection.
+func (c *Client) Enqueue(ctx context.Context, tx db.DBTX, job NewJob) (Enqueued, error) {
+	out, err := c.EnqueueMany(ctx, tx, []NewJob{job})
+	if err != nil {
+		var v *ValidationError
+		if errors.As(err, &v) {
+			for i := range v.Problems {
+				v.Problems[i].Field = trimIndex(v.Problems[i].Field)
+			}
+		}
+		return Enqueued{}, err
+	}
+	return out[0], nil
+}
+
+func trimIndex(field string) string {
+	const p = "jobs[0]."
+	if len(field) > len(p) && field[:len(p)] == p {
+		return field[len(p):]
+	}
+	return field
+}
+
+// EnqueueMany inserts up to MaxBulk jobs in one statement, all or nothing. Results are in
+// input order. Problems are named "jobs[i].field".
+func (c *Client) EnqueueMany(ctx context.Context, tx db.DBTX, jobs []NewJob) ([]Enqueued, error) {
+	if err := c.validate(jobs); err != nil {
+		return nil, err
+	}
+	params := c.insertParams(jobs)
+	_, inTx := tx.(pgx.Tx)
+	params.Notify = inTx
+	rows, err := db.New(tx).JobInsertMany(ctx, params)
+	if err != nil {
+		return nil, mapInsertError(err)
+	}
+	out := make([]Enqueued, len(jobs))
+	// Rows come back in input order; jobs whose id existed are missing.
+	next := 0
+	var existing []string
+	for i, j := range jobs {
+		if next < len(rows) && (j.Options.JobID == nil || rows[next].ID == *j.Options.JobID) {
+			out[i] = Enqueued{Job: jobFromRow(db.QueueJob(rows[next])), Created: true}
+			next++
+			continue
+		}
+		if j.Options.JobID == nil {
+			return nil, fmt.Errorf("enqueue: insert returned rows out of order")
+		}
+		existing = append(existing, *j.Options.JobID)
+	}
+	if next != len(rows) {
+		return nil, fmt.Errorf("enqueue: insert returned %d rows for %d new jobs", len(rows), next)
+	}
+	if len(existing) > 0 {
+		found, err := db.New(tx).JobGetManyByID(ctx, existing)
+		if err != nil {
+			return nil, fmt.Errorf("read existing jobs: %w", err)
+		}
+		byID := make(map[string]db.QueueJob, len(found))
+		for _, r := range found {
+			byID[r.ID] = r
+		}
+		for i, j := range jobs {
+			if out[i].Job.ID != "" {
+				continue
+			}
+			r, ok := byID[*j.Options.JobID]
+			if !ok {
+				// Removed between our insert and read: the caller may simply retry.
+				return nil, fmt.Errorf("enqueue: job %q was removed while it was being submitted", *j.Options.JobID)
+			}
+			out[i] = Enqueued{Job: jobFromRow(r)}
+		}
+	}
+	if !inTx && next > 0 {
+		c.notify.poke()
+	}
+	return out, nil
+}
+
+func (c *Client) validate(jobs []NewJob) error {
+	v := &ValidationError{}
+	if len(jobs) == 0 || len(jobs) > MaxBulk {
+		v.Add("jobs", "must hold 1..%d jobs", MaxBulk)
+		return v
+	}
+	seen := make(map[string]int)
+	for i := range jobs {
+		prefix := "jobs[" + strconv.Itoa(i) + "]."
+		jobs[i].Validate(prefix, c.KnownType, v)
+		if id := jobs[i].Options.JobID; id != nil {
+			if first, dup := seen[*id]; dup {
+				v.Add(prefix+"options.jobId", "repeats the jobId of jobs[%d]", first)
+			} else {
+				seen[*id] = i
+			}
+		}
+	}
+	return v.Err()
+}
+
+func (c *Client) insertParams(jobs []NewJob) db.JobInsertManyParams {
+	n := len(jobs)
+	p := db.JobInsertManyParams{
+		Types: make([]string, n), Data: make([][]byte, n), Priorities: make([]int32, n),
+		DelaysMs: make([]int64, n), MaxAttempts: make([]int32, n), JobIds: make([]string, n),
+		BackoffTypes: make([]string, n), BackoffDelaysMs: make([]int32, n), TimeoutsMs: make([]int32, n),
+		RemoveOnCompletes: make([]int32, n), RemoveOnFails: make([]int32, n),
+	}
+	for i, j := range jobs {
+		o := j.Options
+		p.Types[i] = j.Type
+		p.Data[i] = j.Data
+		p.Priorities[i] = int32(valueOr(o.Priority, DefaultPriority))
+		p.DelaysMs[i] = valueOr(o.Delay, 0)
+		p.MaxAttempts[i] = int32(valueOr(o.Attempts, DefaultAttempts))
+		p.JobIds[i] = valueOr(o.JobID, "")
+		b := o.Backoff.resolve()
+		p.BackoffTypes[i] = b.Type
+		p.BackoffDelaysMs[i] = int32(b.Delay)
+		p.TimeoutsMs[i] = int32(valueOr(o.Timeout, 0))
+		p.RemoveOnCompletes[i] = retentionParam(o.RemoveOnComplete, c.cfg.RemoveOnComplete)
+		p.RemoveOnFails[i] = retentionParam(o.RemoveOnFail, c.cfg.RemoveOnFail)
+	}
+	return p
+}
+
+func valueOr[T any](p *T, def T) T {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+// retentionParam encodes "not given and no default" as -2, the query's NULL sentinel.
+func retentionParam(given *Retention, def *int) int32 {
+	switch {
+	case given != nil:
+		return int32(*given)
+	case def != nil:
+		return int32(*def)
+	}
+	return -2
+}
+
+// mapInsertError turns a constraint failure (a type removed from queue.job_types() since
+// this client loaded it) into a validation error; other errors pass through.
+func mapInsertError(err error) error {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) && pg.Code == "23514" && pg.ConstraintName == "jobs_type_known" {
+		v := &ValidationError{}
+		v.Add("type", "unknown job type")
+		return v
+	}
+	return fmt.Errorf("insert jobs: %w", err)
+}

@@ -1,0 +1,385 @@
+package queue_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgqueue/queue/internal/queue"
+	"github.com/pgqueue/queue/internal/testutil"
+)
+
+type bundle struct {
+	pool   *pgxpool.Pool
+	client *queue.Client
+	url    string
+}
+
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	u := testutil.NewMigratedDatabase(t)
+	pool := testutil.Pool(t, u)
+	c, err := queue.NewClient(context.Background(), pool, queue.ClientConfig{})
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	return &bundle{pool: pool, client: c, url: u}
+}
+
+// listen opens a connection listening on the jobs channel.
+func (b *bundle) listen(t *testing.T) *pgx.Conn {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, b.url)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	_, err = conn.Exec(ctx, "LISTEN "+queue.NotifyChannel)
+	require.NoError(t, err)
+	return conn
+}
+
+// nextNotification returns the payload of the next notification on conn.
+func nextNotification(t *testing.T, conn *pgx.Conn) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	n, err := conn.WaitForNotification(ctx)
+	require.NoError(t, err, "no notification arrived")
+	return n.Payload
+}
+
+// requireNoNotification proves that nothing was notified before now: a sentinel sent
+// afterwards must be the first notification to arrive.
+func (b *bundle) requireNoNotification(t *testing.T, conn *pgx.Conn) {
+	t.Helper()
+	_, err := b.pool.Exec(context.Background(), "SELECT pg_notify($1, 'sentinel')", queue.NotifyChannel)
+	require.NoError(t, err)
+	require.Equal(t, "sentinel", nextNotification(t, conn))
+}
+
+func (b *bundle) count(t *testing.T, query string, args ...any) int {
+	t.Helper()
+	var n int
+	require.NoError(t, b.pool.QueryRow(context.Background(), query, args...).Scan(&n))
+	return n
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func emailJob() queue.NewJob {
+	return queue.NewJob{Type: "EMAIL_SEND", Data: json.RawMessage(`{"to":"a@example.com","subject":"Hi","template":"test"}`)}
+}
+
+func TestEnqueueInCallerTransaction(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+
+	t.Run("rollback leaves no job, no audit row, no notification", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		conn := b.listen(t)
+		tx, err := b.pool.Begin(ctx)
+		require.NoError(t, err)
+		res, err := b.client.Enqueue(ctx, tx, emailJob())
+		require.NoError(t, err)
+		require.True(t, res.Created)
+		require.NoError(t, tx.Rollback(ctx))
+
+		require.Zero(t, b.count(t, "SELECT count(*) FROM queue.jobs"))
+		require.Zero(t, b.count(t, "SELECT count(*) FROM queue.job_events"))
+		b.requireNoNotification(t, conn)
+	})
+
+	t.Run("commit gives job, waiting audit row and a notification", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		conn := b.listen(t)
+		tx, err := b.pool.Begin(ctx)
+		require.NoError(t, err)
+		res, err := b.client.Enqueue(ctx, tx, emailJob())
+		require.NoError(t, err)
+		// Not visible to others before commit.
+		require.Zero(t, b.count(t, "SELECT count(*) FROM queue.jobs"))
+		require.NoError(t, tx.Commit(ctx))
+
+		require.Equal(t, "", nextNotification(t, conn))
+		job := res.Job
+		require.Equal(t, queue.StateWaiting, job.State)
+		require.Equal(t, 1, b.count(t, "SELECT count(*) FROM queue.jobs WHERE id = $1", job.ID))
+		require.Equal(t, 1, b.count(t, "SELECT count(*) FROM queue.job_events WHERE job_id = $1 AND state = 'waiting' AND type = 'EMAIL_SEND'", job.ID))
+	})
+
+	t.Run("delayed job is audited as delayed and wakes nobody", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		conn := b.listen(t)
+		tx, err := b.pool.Begin(ctx)
+		require.NoError(t, err)
+		j := emailJob()
+		j.Options.Delay = ptr(int64(60_000))
+		res, err := b.client.Enqueue(ctx, tx, j)
+		require.NoError(t, err)
+		require.NoError(t, tx.Commit(ctx))
+		require.Equal(t, queue.StateDelayed, res.Job.State)
+		require.InDelta(t, 60, res.Job.RunAt.Sub(res.Job.CreatedAt.Time).Seconds(), 0.01)
+		require.Equal(t, 1, b.count(t, "SELECT count(*) FROM queue.job_events WHERE job_id = $1 AND state = 'delayed'", res.Job.ID))
+		b.requireNoNotification(t, conn)
+	})
+
+	t.Run("outside a transaction the client notifies after commit", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		conn := b.listen(t)
+		_, err := b.client.Enqueue(ctx, b.pool, emailJob())
+		require.NoError(t, err)
+		require.Equal(t, "", nextNotification(t, conn))
+	})
+}
+
+func TestSQLEnqueueInCallerTransaction(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+
+	t.Run("rollback", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		conn := b.listen(t)
+		tx, err := b.pool.Begin(ctx)
+		require.NoError(t, err)
+		var id string
+		require.NoError(t, tx.QueryRow(ctx, `SELECT queue.enqueue('CLEANUP', '{"targetType":"temp_files","olderThan":0}')`).Scan(&id))
+		require.NotEmpty(t, id)
+		require.NoError(t, tx.Rollback(ctx))
+		require.Zero(t, b.count(t, "SELECT count(*) FROM queue.jobs"))
+		require.Zero(t, b.count(t, "SELECT count(*) FROM queue.job_events"))
+		b.requireNoNotification(t, conn)
+	})
+
+	t.Run("commit", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		conn := b.listen(t)
+		tx, err := b.pool.Begin(ctx)
+		require.NoError(t, err)
+		var ids [3]string
+		for i := range ids {
+			require.NoError(t, tx.QueryRow(ctx, `SELECT queue.enqueue('CLEANUP', '{}')`).Scan(&ids[i]))
+		}
+		require.NoError(t, tx.Commit(ctx))
+		// Three enqueues in one transaction: one notification.
+		require.Equal(t, "", nextNotification(t, conn))
+		b.requireNoNotification(t, conn)
+		for _, id := range ids {
+			require.Equal(t, 1, b.count(t, "SELECT count(*) FROM queue.jobs WHERE id = $1 AND state = 'waiting'", id))
+			require.Equal(t, 1, b.count(t, "SELECT count(*) FROM queue.job_events WHERE job_id = $1 AND state = 'waiting'", id))
+		}
+	})
+}
+
+func TestSQLEnqueueValidatesAndFillsDefaults(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t)
+
+	bad := map[string]string{
+		"unknown type":        `SELECT queue.enqueue('NOPE', '{}')`,
+		"null type":           `SELECT queue.enqueue(NULL, '{}')`,
+		"data not an object":  `SELECT queue.enqueue('CLEANUP', '[]')`,
+		"priority 0":          `SELECT queue.enqueue('CLEANUP', '{}', 0)`,
+		"priority 21":         `SELECT queue.enqueue('CLEANUP', '{}', 21)`,
+		"negative delay":      `SELECT queue.enqueue('CLEANUP', '{}', 5, '-1 second')`,
+		"delay over 365 days": `SELECT queue.enqueue('CLEANUP', '{}', 5, '366 days')`,
+		"attempts 0":          `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 0)`,
+		"attempts 101":        `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 101)`,
+		"job id all digits":   `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 3, '123')`,
+		"job id bad char":     `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 3, 'a/b')`,
+		"job id leading dash": `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 3, '-ab')`,
+		"job id empty":        `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 3, '')`,
+		"job id too long":     `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 3, 'a' || repeat('b', 255))`,
+		"unknown option":      `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 3, NULL, '{"colour": 1}')`,
+		"bad backoff type":    `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 3, NULL, '{"backoff": {"type": "linear"}}')`,
+		"backoff delay range": `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 3, NULL, '{"backoff": {"delay": 86400001}}')`,
+		"timeout 0":           `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 3, NULL, '{"timeout": 0}')`,
+		"timeout fraction":    `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 3, NULL, '{"timeout": 1.5}')`,
+		"retention -2":        `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 3, NULL, '{"removeOnFail": -2}')`,
+		"retention string":    `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 3, NULL, '{"removeOnComplete": "yes"}')`,
+	}
+	for name, stmt := range bad {
+		_, err := b.pool.Exec(ctx, stmt)
+		require.Error(t, err, name)
+		var pg *pgconn.PgError
+		require.ErrorAs(t, err, &pg, name)
+		require.Equal(t, "22023", pg.Code, "%s: %s", name, pg.Message)
+		require.Contains(t, pg.Message, "queue.enqueue:", name)
+	}
+	require.Zero(t, b.count(t, "SELECT count(*) FROM queue.jobs"), "no half-written job")
+
+	var id string
+	require.NoError(t, b.pool.QueryRow(ctx, `SELECT queue.enqueue('CLEANUP', '{"targetType":"old_logs"}')`).Scan(&id))
+	job, err := b.client.Get(ctx, id)
+	require.NoError(t, err)
+	require.Equal(t, 5, job.Priority)
+	require.Equal(t, 3, job.MaxAttempts)
+	require.Equal(t, 0, job.AttemptsMade)
+	require.Equal(t, queue.Backoff{Type: "exponential", Delay: 1000}, job.Backoff)
+	require.Equal(t, time.Duration(0), job.Timeout)
+	require.Nil(t, job.RemoveOnComplete, "a SQL enqueue without options takes the finishing worker's default")
+	require.Nil(t, job.RemoveOnFail)
+	require.Equal(t, queue.StateWaiting, job.State)
+	require.JSONEq(t, `{"targetType":"old_logs"}`, string(job.Data))
+	require.Empty(t, job.Errors)
+	require.Equal(t, job.CreatedAt, job.RunAt)
+
+	require.NoError(t, b.pool.QueryRow(ctx, `SELECT queue.enqueue('CLEANUP', '{}', 20, '5 seconds', 7, 'custom-1',
+		'{"backoff": {"type": "fixed", "delay": 250}, "timeout": 9000, "removeOnComplete": true, "removeOnFail": 4}')`).Scan(&id))
+	require.Equal(t, "custom-1", id)
+	job, err = b.client.Get(ctx, id)
+	require.NoError(t, err)
+	require.Equal(t, 20, job.Priority)
+	require.Equal(t, 7, job.MaxAttempts)
+	require.Equal(t, queue.StateDelayed, job.State)
+	require.Equal(t, queue.Backoff{Type: "fixed", Delay: 250}, job.Backoff)
+	require.Equal(t, 9*time.Second, job.Timeout)
+	require.Equal(t, ptr(0), job.RemoveOnComplete)
+	require.Equal(t, ptr(4), job.RemoveOnFail)
+
+	// An existing id returns that id and inserts nothing.
+	require.NoError(t, b.pool.QueryRow(ctx, `SELECT queue.enqueue('EMAIL_SEND', '{"other": true}', 1, '0', 1, 'custom-1')`).Scan(&id))
+	require.Equal(t, "custom-1", id)
+	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM queue.jobs WHERE id = 'custom-1' AND type = 'CLEANUP'"))
+	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM queue.job_events WHERE job_id = 'custom-1'"))
+}
+
+func TestGoEnqueueValidation(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t)
+
+	_, err := b.client.Enqueue(ctx, b.pool, queue.NewJob{
+		Type: "NOPE",
+		Data: json.RawMessage(`[1]`),
+		Options: queue.Options{
+			Priority: ptr(0), Delay: ptr(int64(-1)), Attempts: ptr(101),
+			Backoff: &queue.BackoffOption{Type: "linear", Delay: ptr(int64(-5))},
+			JobID:   ptr("42"), RemoveOnComplete: ptr(queue.Retention(-2)), Timeout: ptr(int64(0)),
+		},
+	})
+	var v *queue.ValidationError
+	require.ErrorAs(t, err, &v)
+	fields := map[string]bool{}
+	for _, p := range v.Problems {
+		fields[p.Field] = true
+	}
+	require.Equal(t, map[string]bool{
+		"type": true, "data": true, "options.priority": true, "options.delay": true, "options.attempts": true,
+		"options.backoff.type": true, "options.backoff.delay": true, "options.jobId": true,
+		"options.removeOnComplete": true, "options.timeout": true,
+	}, fields)
+	require.Zero(t, b.count(t, "SELECT count(*) FROM queue.jobs"))
+}
+
+func TestEnqueueManyKeepsOrderAndIsAllOrNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t)
+
+	existing, err := b.client.Enqueue(ctx, b.pool, queue.NewJob{Type: "CLEANUP", Data: json.RawMessage(`{"n":0}`), Options: queue.Options{JobID: ptr("dup")}})
+	require.NoError(t, err)
+	require.True(t, existing.Created)
+
+	var jobs []queue.NewJob
+	for i := range 10 {
+		j := queue.NewJob{Type: "CLEANUP", Data: json.RawMessage(fmt.Sprintf(`{"n":%d}`, i+1))}
+		switch i {
+		case 3:
+			j.Options.JobID = ptr("dup") // exists: answered with the existing job
+		case 6:
+			j.Options.JobID = ptr("fresh-6")
+		}
+		jobs = append(jobs, j)
+	}
+	out, err := b.client.EnqueueMany(ctx, b.pool, jobs)
+	require.NoError(t, err)
+	require.Len(t, out, 10)
+	for i, r := range out {
+		if i == 3 {
+			require.False(t, r.Created)
+			require.Equal(t, existing.Job.ID, r.Job.ID)
+			require.JSONEq(t, `{"n":0}`, string(r.Job.Data), "the existing job, whatever the new data")
+			continue
+		}
+		require.True(t, r.Created, i)
+		require.JSONEq(t, fmt.Sprintf(`{"n":%d}`, i+1), string(r.Job.Data), "result %d is input %d", i, i)
+	}
+	require.Equal(t, "fresh-6", out[6].Job.ID)
+	require.Equal(t, 10, b.count(t, "SELECT count(*) FROM queue.jobs"))
+
+	// One bad job refuses the whole batch, naming its index.
+	jobs = []queue.NewJob{emailJob(), emailJob(), {Type: "CLEANUP", Data: json.RawMessage(`{}`), Options: queue.Options{Priority: ptr(30)}}}
+	_, err = b.client.EnqueueMany(ctx, b.pool, jobs)
+	var v *queue.ValidationError
+	require.ErrorAs(t, err, &v)
+	require.Equal(t, "jobs[2].options.priority", v.Problems[0].Field)
+	require.Equal(t, 10, b.count(t, "SELECT count(*) FROM queue.jobs"))
+
+	// One jobId twice in a request is refused.
+	jobs = []queue.NewJob{emailJob(), emailJob()}
+	jobs[0].Options.JobID = ptr("twice")
+	jobs[1].Options.JobID = ptr("twice")
+	_, err = b.client.EnqueueMany(ctx, b.pool, jobs)
+	require.ErrorAs(t, err, &v)
+	require.Equal(t, "jobs[1].options.jobId", v.Problems[0].Field)
+}
+
+func TestConcurrentEnqueueOfOneJobID(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t)
+
+	const clients = 50
+	var wg sync.WaitGroup
+	created := make(chan bool, 2*clients)
+	errs := make(chan error, 2*clients)
+	start := make(chan struct{})
+	for i := range clients {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			<-start
+			j := queue.NewJob{Type: "CLEANUP", Data: json.RawMessage(fmt.Sprintf(`{"client":%d}`, i)), Options: queue.Options{JobID: ptr("same-id")}}
+			r, err := b.client.Enqueue(ctx, b.pool, j)
+			errs <- err
+			created <- r.Created
+		}()
+		go func() {
+			defer wg.Done()
+			<-start
+			var id string
+			errs <- b.pool.QueryRow(ctx, `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 3, 'same-id')`).Scan(&id)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	close(created)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	n := 0
+	for c := range created {
+		if c {
+			n++
+		}
+	}
+	require.LessOrEqual(t, n, 1, "at most one Go call created the job")
+	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM queue.jobs WHERE id = 'same-id'"))
+	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM queue.jobs"))
+	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM queue.job_events WHERE job_id = 'same-id'"))
+}
