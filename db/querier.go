@@ -11,15 +11,56 @@ import (
 type Querier interface {
 	// queue.enqueue from Go, for applications that use this package with their own pgx.Tx.
 	Enqueue(ctx context.Context, arg EnqueueParams) (string, error)
+	// Cancels a waiting, delayed or active job. An active job keeps its lease until its
+	// handler returns; its worker learns of the cancel through queue_cancel (and, should the
+	// notification be lost, through its next heartbeat).
+	JobCancel(ctx context.Context, id string) (JobCancelRow, error)
+	// Claims up to max runnable jobs for a worker, in the exact order of jobs_claim_idx,
+	// unless the queue is paused. The CTE is a fence: the UPDATE touches only the rows the
+	// LIMIT picked.
+	JobClaim(ctx context.Context, arg JobClaimParams) ([]JobClaimRow, error)
+	// Audit rows older than the retention, oldest first, in bounded batches.
+	JobEventsTrim(ctx context.Context, arg JobEventsTrimParams) (int64, error)
+	// Records the outcome of many attempts in one statement: completion (ok), retry
+	// (retry_ms >= 0: delayed, or waiting when 0) or final failure (retry_ms < 0). Each row
+	// is guarded by the state, owner and attempt it expects, so a job that was rescued,
+	// cancelled or handed back meanwhile is left alone. A job whose retention is "remove at
+	// once" is deleted here instead of updated; a cancelled job whose handler returned only
+	// gives up its lease. Returns the jobs that changed, with their new state.
+	JobFinishMany(ctx context.Context, arg JobFinishManyParams) ([]JobFinishManyRow, error)
 	JobGetByID(ctx context.Context, id string) (QueueJob, error)
 	JobGetManyByID(ctx context.Context, ids []string) ([]QueueJob, error)
+	// At shutdown: jobs whose handlers did not finish in time go back to waiting and get
+	// their attempt back; cancelled ones just give up the lease.
+	JobHandBack(ctx context.Context, arg JobHandBackParams) ([]int64, error)
+	// Extends the lease of the jobs a worker runs. Returns those it still owns with their
+	// state: a job missing was rescued away; a cancelled one must stop.
+	JobHeartbeat(ctx context.Context, arg JobHeartbeatParams) ([]JobHeartbeatRow, error)
 	// Inserts many jobs in one statement with their first audit rows. A job whose id exists
 	// already is skipped (the caller reads it back). Sequence numbers are drawn in input
 	// order, so the rows come back in input order (skipped ones missing). Sentinels stand for "not given", since
 	// array elements cannot be NULL here: '' job id, 0 timeout, -2 retention.
 	JobInsertMany(ctx context.Context, arg JobInsertManyParams) ([]JobInsertManyRow, error)
+	// Delayed jobs (future run time or retry backoff) whose time has come become waiting.
+	JobPromoteDue(ctx context.Context, arg JobPromoteDueParams) ([]int64, error)
+	// Jobs whose lease expired (their worker stopped heartbeating) go back to waiting, or
+	// fail when no attempt is left; a cancelled one just loses the lease.
+	JobRescueExpired(ctx context.Context, arg JobRescueExpiredParams) ([]JobRescueExpiredRow, error)
+	// Writes the latest progress of running jobs (coalesced by the worker).
+	JobSetProgress(ctx context.Context, arg JobSetProgressParams) error
+	// Retention of finished jobs of one state: removes those whose retention is 0 (remove
+	// at once: cancelled jobs, and jobs finished by a rescue) and those with N newer finished
+	// jobs of the same state (keep the N most recent). A NULL retention takes the defaults.
+	JobTrimFinished(ctx context.Context, arg JobTrimFinishedParams) (int64, error)
 	JobTypes(ctx context.Context) ([]string, error)
+	// Background passes, run by one leader worker at a time, each in bounded batches.
+	MaintenanceTryLead(ctx context.Context, key int64) (bool, error)
+	MaintenanceUnlock(ctx context.Context, key int64) error
 	QueueNotify(ctx context.Context) error
+	QueuePaused(ctx context.Context) (bool, error)
+	// Operations of the API on one job or on the whole queue.
+	// Pausing stops every claim at once (the claim reads this row); resuming wakes workers.
+	QueueSetPaused(ctx context.Context, paused bool) (bool, error)
 }
 
 var _ Querier = (*Queries)(nil)

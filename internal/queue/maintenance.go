@@ -1,0 +1,153 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgqueue/queue/db"
+)
+
+// maintenanceLockKey is the advisory lock whose holder is the one maintenance leader.
+const maintenanceLockKey int64 = 0x7175657565_01 // "queue" + 1
+
+// maintenanceBatch bounds each statement of a pass, so none holds many row locks.
+const maintenanceBatch = 1000
+
+// Maintenance is the leader's side of the engine: promotion of due delayed jobs, rescue
+// of expired leases, retention of finished jobs and audit rows. Only the worker that
+// holds the advisory lock runs it; the lock lives on a connection kept for that purpose,
+// so it is released by Postgres if the worker dies.
+type Maintenance struct {
+	client          *Client
+	worker          string
+	defaults        RetentionDefaults
+	eventsRetention time.Duration
+	conn            *pgxpool.Conn
+}
+
+// NewMaintenance prepares (but does not lead) the maintenance of one worker.
+func (c *Client) NewMaintenance(worker string, defaults RetentionDefaults, eventsRetention time.Duration) *Maintenance {
+	return &Maintenance{client: c, worker: worker, defaults: defaults, eventsRetention: eventsRetention}
+}
+
+// Leading reports whether this worker holds the lead.
+func (m *Maintenance) Leading() bool { return m.conn != nil }
+
+// TryLead takes the lead when nobody holds it.
+func (m *Maintenance) TryLead(ctx context.Context) (bool, error) {
+	if m.conn != nil {
+		return true, nil
+	}
+	conn, err := m.client.pool.Acquire(ctx)
+	if err != nil {
+		return false, err
+	}
+	ok, err := db.New(conn).MaintenanceTryLead(ctx, maintenanceLockKey)
+	if err != nil || !ok {
+		conn.Release()
+		return false, err
+	}
+	m.conn = conn
+	return true, nil
+}
+
+// Resign gives up the lead. After an error on the leader's connection, the connection is
+// closed instead, which frees the lock whatever state it was in.
+func (m *Maintenance) Resign(ctx context.Context, broken bool) {
+	if m.conn == nil {
+		return
+	}
+	if broken {
+		_ = m.conn.Conn().Close(ctx)
+	} else if err := db.New(m.conn).MaintenanceUnlock(ctx, maintenanceLockKey); err != nil {
+		_ = m.conn.Conn().Close(ctx)
+	}
+	m.conn.Release()
+	m.conn = nil
+}
+
+// RescuedJob is a job whose lease expired.
+type RescuedJob struct {
+	ID       string
+	Type     string
+	State    string // waiting, failed, or cancelled (lease dropped)
+	Attempts int
+}
+
+// Promote makes due delayed jobs waiting, in batches; now nil means the database clock.
+func (m *Maintenance) Promote(ctx context.Context, now *time.Time) (int, error) {
+	total := 0
+	for {
+		seqs, err := db.New(m.conn).JobPromoteDue(ctx, db.JobPromoteDueParams{Now: now, Max: maintenanceBatch, Worker: m.worker})
+		if err != nil {
+			return total, fmt.Errorf("promote delayed jobs: %w", err)
+		}
+		total += len(seqs)
+		if len(seqs) < maintenanceBatch {
+			return total, nil
+		}
+	}
+}
+
+// Rescue returns jobs with expired leases to waiting (or fails them when no attempt is
+// left); now nil means the database clock.
+func (m *Maintenance) Rescue(ctx context.Context, now *time.Time) ([]RescuedJob, error) {
+	var out []RescuedJob
+	for {
+		rows, err := db.New(m.conn).JobRescueExpired(ctx, db.JobRescueExpiredParams{
+			Now: now, Max: maintenanceBatch, DefaultRemoveOnFail: int32(m.defaults.RemoveOnFail), Worker: m.worker,
+		})
+		if err != nil {
+			return out, fmt.Errorf("rescue expired jobs: %w", err)
+		}
+		for _, r := range rows {
+			out = append(out, RescuedJob{ID: r.ID, Type: r.Type, State: r.State, Attempts: int(r.AttemptsMade)})
+		}
+		if len(rows) < maintenanceBatch {
+			return out, nil
+		}
+	}
+}
+
+// Trim applies retention to finished jobs (keep last N, remove at once) and returns how
+// many rows it removed.
+func (m *Maintenance) Trim(ctx context.Context) (int64, error) {
+	var total int64
+	for _, state := range []string{StateCompleted, StateFailed, StateCancelled} {
+		for {
+			n, err := db.New(m.conn).JobTrimFinished(ctx, db.JobTrimFinishedParams{
+				State: state, Max: maintenanceBatch,
+				DefaultRemoveOnComplete: int32(m.defaults.RemoveOnComplete),
+				DefaultRemoveOnFail:     int32(m.defaults.RemoveOnFail),
+			})
+			if err != nil {
+				return total, fmt.Errorf("trim %s jobs: %w", state, err)
+			}
+			total += n
+			if n < maintenanceBatch {
+				break
+			}
+		}
+	}
+	return total, nil
+}
+
+// TrimEvents deletes audit rows older than the events retention, in batches.
+func (m *Maintenance) TrimEvents(ctx context.Context) (int64, error) {
+	var total int64
+	for {
+		n, err := db.New(m.conn).JobEventsTrim(ctx, db.JobEventsTrimParams{
+			RetentionMs: m.eventsRetention.Milliseconds(), Max: 5 * maintenanceBatch,
+		})
+		if err != nil {
+			return total, fmt.Errorf("trim audit rows: %w", err)
+		}
+		total += n
+		if n < 5*maintenanceBatch {
+			return total, nil
+		}
+	}
+}

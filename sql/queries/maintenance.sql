@@ -1,0 +1,118 @@
+-- Background passes, run by one leader worker at a time, each in bounded batches.
+
+-- name: MaintenanceTryLead :one
+SELECT pg_try_advisory_lock(sqlc.arg(key)::bigint) AS leader;
+
+-- name: MaintenanceUnlock :exec
+SELECT pg_advisory_unlock(sqlc.arg(key)::bigint);
+
+-- name: JobRescueExpired :many
+-- Jobs whose lease expired (their worker stopped heartbeating) go back to waiting, or
+-- fail when no attempt is left; a cancelled one just loses the lease.
+WITH expired AS MATERIALIZED (
+    SELECT seq
+    FROM queue.jobs
+    WHERE lease_owner IS NOT NULL
+      AND lease_expires_at < coalesce(sqlc.narg(now)::timestamptz, now())
+    ORDER BY seq
+    LIMIT sqlc.arg(max)::integer
+    FOR UPDATE SKIP LOCKED
+),
+rescued AS (
+    UPDATE queue.jobs j
+    SET state = CASE WHEN j.state = 'cancelled' THEN 'cancelled'
+                     WHEN j.attempts_made >= j.max_attempts THEN 'failed'
+                     ELSE 'waiting' END,
+        error = CASE WHEN j.state = 'cancelled' THEN j.error
+                     ELSE 'lease expired: worker ' || j.lease_owner || ' stopped heartbeating' END,
+        errors = CASE WHEN j.state = 'cancelled' THEN j.errors
+                      ELSE j.errors || jsonb_build_array(jsonb_build_object(
+                          'attempt', j.attempts_made,
+                          'message', 'lease expired: worker ' || j.lease_owner || ' stopped heartbeating',
+                          'at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))) END,
+        finished_at = CASE WHEN j.state = 'active' AND j.attempts_made >= j.max_attempts THEN now()
+                           ELSE j.finished_at END,
+        remove_on_fail = CASE WHEN j.state = 'active' AND j.attempts_made >= j.max_attempts
+                              THEN coalesce(j.remove_on_fail, sqlc.arg(default_remove_on_fail)::integer)
+                              ELSE j.remove_on_fail END,
+        lease_owner = NULL,
+        lease_expires_at = NULL
+    FROM expired e
+    WHERE j.seq = e.seq
+    RETURNING j.seq, j.id, j.type, j.state, j.attempts_made, j.error
+),
+audit AS (
+    INSERT INTO queue.job_events (job_id, type, state, attempt, message, worker)
+    SELECT id, type, state, attempts_made, error, sqlc.arg(worker)::text FROM rescued WHERE state <> 'cancelled'
+),
+wake AS (
+    SELECT pg_notify('queue_jobs', '') WHERE EXISTS (SELECT 1 FROM rescued WHERE state = 'waiting')
+)
+SELECT seq, id, type, state, attempts_made FROM rescued
+WHERE (SELECT count(*) FROM wake) >= 0;
+
+-- name: JobPromoteDue :many
+-- Delayed jobs (future run time or retry backoff) whose time has come become waiting.
+WITH due AS MATERIALIZED (
+    SELECT seq
+    FROM queue.jobs
+    WHERE state = 'delayed' AND run_at <= coalesce(sqlc.narg(now)::timestamptz, now())
+    ORDER BY run_at
+    LIMIT sqlc.arg(max)::integer
+    FOR UPDATE SKIP LOCKED
+),
+promoted AS (
+    UPDATE queue.jobs j
+    SET state = 'waiting'
+    FROM due
+    WHERE j.seq = due.seq
+    RETURNING j.seq, j.id, j.type, j.attempts_made
+),
+audit AS (
+    INSERT INTO queue.job_events (job_id, type, state, attempt, worker)
+    SELECT id, type, 'waiting', attempts_made, sqlc.arg(worker)::text FROM promoted
+),
+wake AS (
+    SELECT pg_notify('queue_jobs', '') WHERE EXISTS (SELECT 1 FROM promoted)
+)
+SELECT seq FROM promoted
+WHERE (SELECT count(*) FROM wake) >= 0;
+
+-- name: JobTrimFinished :execrows
+-- Retention of finished jobs of one state: removes those whose retention is 0 (remove
+-- at once: cancelled jobs, and jobs finished by a rescue) and those with N newer finished
+-- jobs of the same state (keep the N most recent). A NULL retention takes the defaults.
+WITH doomed AS MATERIALIZED (
+    SELECT j.seq
+    FROM queue.jobs j
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN j.state = 'completed'
+                    THEN coalesce(j.remove_on_complete, sqlc.arg(default_remove_on_complete)::integer)
+                    ELSE coalesce(j.remove_on_fail, sqlc.arg(default_remove_on_fail)::integer) END AS keep
+    ) r
+    WHERE j.state = sqlc.arg(state)::text
+      AND j.lease_owner IS NULL -- a cancelled job's handler may still run
+      AND (r.keep = 0
+        OR (r.keep > 0 AND (
+            SELECT count(*)
+            FROM (SELECT 1
+                  FROM queue.jobs n
+                  WHERE n.state = j.state AND (n.finished_at, n.seq) > (j.finished_at, j.seq)
+                  LIMIT r.keep) newer
+        ) >= r.keep))
+    ORDER BY j.finished_at, j.seq
+    LIMIT sqlc.arg(max)::integer
+    FOR UPDATE OF j SKIP LOCKED
+)
+DELETE FROM queue.jobs j
+USING doomed d
+WHERE j.seq = d.seq;
+
+-- name: JobEventsTrim :execrows
+-- Audit rows older than the retention, oldest first, in bounded batches.
+DELETE FROM queue.job_events
+WHERE id IN (
+    SELECT id FROM queue.job_events
+    WHERE at < now() - sqlc.arg(retention_ms)::bigint * interval '1 millisecond'
+    LIMIT sqlc.arg(max)::integer
+);
