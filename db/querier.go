@@ -19,6 +19,7 @@ type Querier interface {
 	// unless the queue is paused. The CTE is a fence: the UPDATE touches only the rows the
 	// LIMIT picked.
 	JobClaim(ctx context.Context, arg JobClaimParams) ([]JobClaimRow, error)
+	JobCountByStateAndType(ctx context.Context) ([]JobCountByStateAndTypeRow, error)
 	// Audit rows older than the retention, oldest first, in bounded batches.
 	JobEventsTrim(ctx context.Context, arg JobEventsTrimParams) (int64, error)
 	// Records the outcome of many attempts in one statement: completion (ok), retry

@@ -152,6 +152,9 @@ func LoadFrom(lookup func(string) (string, bool)) (*Config, error) {
 	}
 	c.CacheWarmAllowedHosts = r.list("CACHE_WARM_ALLOWED_HOSTS")
 
+	if _, err := c.RedisOptions(); err != nil {
+		r.errs = append(r.errs, err)
+	}
 	if err := errors.Join(r.errs...); err != nil {
 		return nil, err
 	}
