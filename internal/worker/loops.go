@@ -164,6 +164,9 @@ func (w *Worker) maintain(ctx context.Context, m *queue.Maintenance, lastEventsT
 	}
 	for _, r := range rescued {
 		w.log.Warn("rescued job whose lease expired", "job_id", r.ID, "type", r.Type, "attempt", r.Attempts, "state", r.State)
+		if w.cfg.Observer != nil {
+			w.cfg.Observer.JobRescued(r.ID, r.Type, r.State)
+		}
 	}
 	if _, err := m.Trim(ctx); err != nil {
 		return err

@@ -47,6 +47,9 @@ type Observer interface {
 	// JobFinished is called once the new state is persisted: completed, failed, waiting
 	// or delayed (a retry), or cancelled.
 	JobFinished(job *queue.Job, state string, result []byte, errMsg string, took time.Duration)
+	// JobRescued is called for a job whose lease expired, with the state the rescue left
+	// it in (waiting or failed), by the maintenance leader.
+	JobRescued(id, typ, state string)
 }
 
 // Defaults of API.md.
@@ -96,6 +99,7 @@ type run struct {
 	cancel   context.CancelCauseFunc
 	started  time.Time
 	progress atomic.Int32 // -1: nothing new to write
+	observed atomic.Int32 // last progress given to the Observer
 
 	// Guarded by Worker.mu. A run either reports its outcome or, at shutdown, is handed
 	// back (its outcome dropped, since the job went back to waiting); never both.
@@ -253,6 +257,7 @@ func (w *Worker) start(job queue.Job) {
 	}
 	r := &run{job: job, cancel: cancel, started: time.Now(), sent: make(chan struct{})}
 	r.progress.Store(-1)
+	r.observed.Store(-1)
 	w.mu.Lock()
 	w.running[job.Seq] = r
 	w.mu.Unlock()
@@ -329,7 +334,7 @@ func (w *Worker) call(ctx context.Context, r *run) (result any, err error) {
 	}
 	progress := func(p int) {
 		r.progress.Store(int32(p))
-		if w.cfg.Observer != nil {
+		if w.cfg.Observer != nil && r.observed.Swap(int32(p)) != int32(p) {
 			w.cfg.Observer.JobProgress(job, p)
 		}
 	}

@@ -1,0 +1,156 @@
+package results
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Hub holds the one subscription to the events channel of an API process and fans
+// events out to its wait and event-stream requests.
+type Hub struct {
+	store   *Store
+	mu      sync.Mutex
+	subs    map[*Subscription]struct{}
+	healthy atomic.Bool
+	stop    context.CancelFunc
+	done    chan struct{}
+}
+
+// Subscription receives the events that match its filter. C is closed when the hub
+// stops or when the subscriber fell too far behind (a slow client is disconnected).
+type Subscription struct {
+	C      chan Event
+	id     string
+	typ    string
+	closed bool // guarded by Hub.mu
+}
+
+// receiveTimeout bounds a silent wait on the subscription; a ping then proves the
+// connection alive, or go-redis reconnects and resubscribes.
+const receiveTimeout = 5 * time.Second
+
+// NewHub subscribes and starts dispatching; Close stops it.
+func (s *Store) NewHub() *Hub {
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &Hub{store: s, subs: map[*Subscription]struct{}{}, stop: cancel, done: make(chan struct{})}
+	go h.run(ctx)
+	return h
+}
+
+// Healthy reports whether the subscription is confirmed and live. While it is not,
+// waiters must poll Postgres (events may be missed).
+func (h *Hub) Healthy() bool { return h.healthy.Load() }
+
+// Subscribe returns a subscription to events of one job id and/or type ("" = any).
+func (h *Hub) Subscribe(id, typ string, buffer int) *Subscription {
+	sub := &Subscription{C: make(chan Event, buffer), id: id, typ: typ}
+	h.mu.Lock()
+	h.subs[sub] = struct{}{}
+	h.mu.Unlock()
+	return sub
+}
+
+// Unsubscribe stops delivery to sub and closes its channel.
+func (h *Hub) Unsubscribe(sub *Subscription) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closeLocked(sub)
+}
+
+func (h *Hub) closeLocked(sub *Subscription) {
+	if !sub.closed {
+		sub.closed = true
+		close(sub.C)
+		delete(h.subs, sub)
+	}
+}
+
+// Close ends the subscription and closes every subscriber's channel.
+func (h *Hub) Close() {
+	h.stop()
+	<-h.done
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for sub := range h.subs {
+		h.closeLocked(sub)
+	}
+}
+
+func (h *Hub) run(ctx context.Context) {
+	defer close(h.done)
+	ps := h.store.rdb.Subscribe(ctx)
+	defer ps.Close()
+	// A ping after the subscribe comes back after its confirmation, on the same
+	// connection: its pong proves the subscription live. (With RESP3, go-redis may
+	// consume the confirmation itself.)
+	confirm := func() {
+		if err := ps.Subscribe(ctx, h.store.EventsChannel()); err == nil {
+			_ = ps.Ping(ctx)
+		}
+	}
+	confirm()
+	for ctx.Err() == nil {
+		msg, err := ps.ReceiveTimeout(ctx, receiveTimeout)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			var timeout interface{ Timeout() bool }
+			if errors.As(err, &timeout) && timeout.Timeout() {
+				// Quiet channel: the pong of this ping proves it alive.
+				if ps.Ping(ctx) == nil {
+					continue
+				}
+			}
+			if h.healthy.Swap(false) {
+				h.store.fail("subscribe", err)
+			}
+			sleepCtx(ctx, 200*time.Millisecond)
+			// Reconnects (go-redis resubscribes the channel) and asks for a pong.
+			confirm()
+			continue
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			h.healthy.Store(m.Kind == "subscribe")
+		case *redis.Pong:
+			h.healthy.Store(true)
+		case *redis.Message:
+			h.healthy.Store(true)
+			var ev Event
+			if json.Unmarshal([]byte(m.Payload), &ev) == nil {
+				h.dispatch(ev)
+			}
+		}
+	}
+}
+
+func (h *Hub) dispatch(ev Event) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for sub := range h.subs {
+		if (sub.id != "" && sub.id != ev.ID) || (sub.typ != "" && sub.typ != ev.Type) {
+			continue
+		}
+		select {
+		case sub.C <- ev:
+		default:
+			h.closeLocked(sub) // too slow: disconnect rather than block everyone
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
