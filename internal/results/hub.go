@@ -18,6 +18,7 @@ type Hub struct {
 	mu      sync.Mutex
 	subs    map[*Subscription]struct{}
 	healthy atomic.Bool
+	ps      *redis.PubSub
 	stop    context.CancelFunc
 	done    chan struct{}
 }
@@ -39,6 +40,7 @@ const receiveTimeout = 5 * time.Second
 func (s *Store) NewHub() *Hub {
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &Hub{store: s, subs: map[*Subscription]struct{}{}, stop: cancel, done: make(chan struct{})}
+	h.ps = s.rdb.Subscribe(ctx)
 	go h.run(ctx)
 	return h
 }
@@ -74,6 +76,7 @@ func (h *Hub) closeLocked(sub *Subscription) {
 // Close ends the subscription and closes every subscriber's channel.
 func (h *Hub) Close() {
 	h.stop()
+	_ = h.ps.Close() // interrupts a blocked receive
 	<-h.done
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -84,8 +87,7 @@ func (h *Hub) Close() {
 
 func (h *Hub) run(ctx context.Context) {
 	defer close(h.done)
-	ps := h.store.rdb.Subscribe(ctx)
-	defer ps.Close()
+	ps := h.ps
 	// A ping after the subscribe comes back after its confirmation, on the same
 	// connection: its pong proves the subscription live. (With RESP3, go-redis may
 	// consume the confirmation itself.)
