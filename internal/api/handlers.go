@@ -1,0 +1,298 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgqueue/queue/internal/queue"
+)
+
+// readyTimeout bounds each dependency check of /api/ready.
+const readyTimeout = 2 * time.Second
+
+// maxCleanAgeMs keeps olderThan within what a time.Duration holds (about 292 years).
+const maxCleanAgeMs = 100 * 365 * 24 * 3600 * 1000
+
+func (s *Server) health(c *gin.Context) {
+	c.JSON(http.StatusOK, gin.H{"status": "ok"})
+}
+
+// ready reports Postgres and Redis; only Postgres decides the status code.
+func (s *Server) ready(c *gin.Context) {
+	check := func(f func(context.Context) error) string {
+		if f == nil {
+			return "down"
+		}
+		ctx, cancel := context.WithTimeout(c.Request.Context(), readyTimeout)
+		defer cancel()
+		if err := f(ctx); err != nil {
+			logger(c).Warn("readiness check failed", "err", err)
+			return "down"
+		}
+		return "up"
+	}
+	pg := check(s.deps.Pool.Ping)
+	rd := check(s.deps.RedisPing)
+	status := http.StatusOK
+	if pg != "up" {
+		status = http.StatusServiceUnavailable
+	}
+	c.JSON(status, gin.H{"postgres": pg, "redis": rd})
+}
+
+func (s *Server) submit(c *gin.Context) error {
+	body, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	job, err := s.val.parseSubmission(body)
+	if err != nil {
+		return err
+	}
+	res, err := s.deps.Client.Enqueue(c.Request.Context(), s.deps.Pool, job)
+	if err != nil {
+		return unstorable(err, "data")
+	}
+	if !res.Created {
+		c.JSON(http.StatusOK, res.Job)
+		return nil
+	}
+	s.enqueued(c, res.Job)
+	c.JSON(http.StatusCreated, res.Job)
+	return nil
+}
+
+func (s *Server) submitBulk(c *gin.Context) error {
+	body, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	jobList, err := s.val.parseBulk(body)
+	if err != nil {
+		return err
+	}
+	res, err := s.deps.Client.EnqueueMany(c.Request.Context(), s.deps.Pool, jobList)
+	if err != nil {
+		return unstorable(err, "jobs")
+	}
+	out := make([]queue.Job, len(res))
+	var created []queue.Job
+	for i, r := range res {
+		out[i] = r.Job
+		if r.Created {
+			created = append(created, r.Job)
+		}
+	}
+	s.enqueued(c, created...)
+	c.JSON(http.StatusCreated, gin.H{"jobs": out})
+	return nil
+}
+
+// unstorable turns a Postgres data exception on insert (class 22: a value jsonb cannot
+// hold that checkJSON did not catch, such as a number beyond numeric's range) into a
+// client error naming field; other errors pass through.
+func unstorable(err error, field string) error {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) && strings.HasPrefix(pg.Code, "22") {
+		return validation(Detail{Field: field, Message: "holds a value that cannot be stored"})
+	}
+	return err
+}
+
+// enqueued counts and announces new jobs.
+func (s *Server) enqueued(c *gin.Context, jobList ...queue.Job) {
+	for _, j := range jobList {
+		s.metrics.jobsSubmitted.WithLabelValues(j.Type).Inc()
+	}
+	s.publish(c, jobList...)
+}
+
+// publish announces the state each job is in now, when a publisher is configured.
+func (s *Server) publish(c *gin.Context, jobList ...queue.Job) {
+	if s.deps.Publisher == nil || len(jobList) == 0 {
+		return
+	}
+	now := time.Now()
+	events := make([]Event, len(jobList))
+	for i, j := range jobList {
+		events[i] = Event{Kind: EventJob, ID: j.ID, Type: j.Type, State: j.State, At: now}
+	}
+	s.deps.Publisher.Publish(c.Request.Context(), events)
+}
+
+func (s *Server) get(c *gin.Context) error {
+	job, err := s.lookup(c.Request.Context(), c, c.Param("id"))
+	if err != nil {
+		return err
+	}
+	c.JSON(http.StatusOK, job)
+	return nil
+}
+
+// lookup reads a job from Postgres, falling back to the result cache for a job that
+// retention removed.
+func (s *Server) lookup(ctx context.Context, c *gin.Context, id string) (queue.Job, error) {
+	job, err := s.deps.Client.Get(ctx, id)
+	if !errors.Is(err, queue.ErrNotFound) || s.deps.Results == nil {
+		return job, err
+	}
+	cached, found, cerr := s.deps.Results.Job(ctx, id)
+	if cerr != nil {
+		logger(c).Warn("result cache read failed; answering from Postgres", "err", cerr, "job_id", id)
+		return queue.Job{}, err
+	}
+	if !found {
+		return queue.Job{}, err
+	}
+	return cached, nil
+}
+
+// listResponse is the body of GET /api/queue/jobs; nextCursor is null on the last page.
+type listResponse struct {
+	Jobs       []queue.Job `json:"jobs"`
+	NextCursor *string     `json:"nextCursor"`
+}
+
+func (s *Server) list(c *gin.Context) error {
+	v := &queue.ValidationError{}
+	f := queue.ListFilter{State: c.Query("state"), Type: c.Query("type"), Cursor: c.Query("cursor")}
+	if f.State != "" && !slices.Contains(queue.States, f.State) {
+		v.Add("state", "must be one of waiting, active, completed, failed, delayed, cancelled")
+	}
+	if raw, ok := c.GetQuery("limit"); ok {
+		n, err := strconv.Atoi(raw)
+		if err != nil || n < 1 || n > queue.MaxListLimit {
+			v.Add("limit", "must be an integer between 1 and %d", queue.MaxListLimit)
+		}
+		f.Limit = n
+	}
+	if err := v.Err(); err != nil {
+		return err
+	}
+	page, err := s.deps.Client.List(c.Request.Context(), f)
+	if errors.Is(err, queue.ErrBadCursor) {
+		return validation(Detail{Field: "cursor", Message: "is not a cursor this API returned"})
+	}
+	if err != nil {
+		return err
+	}
+	resp := listResponse{Jobs: page.Jobs}
+	if page.NextCursor != "" {
+		resp.NextCursor = &page.NextCursor
+	}
+	c.JSON(http.StatusOK, resp)
+	return nil
+}
+
+func (s *Server) remove(c *gin.Context) error {
+	id := c.Param("id")
+	if err := s.deps.Client.Remove(c.Request.Context(), id); err != nil {
+		return err
+	}
+	s.metrics.operations.WithLabelValues("remove").Inc()
+	s.forget(c, []string{id})
+	c.Status(http.StatusNoContent)
+	return nil
+}
+
+// forget drops cached results of removed jobs; a failure is logged, not answered.
+func (s *Server) forget(c *gin.Context, ids []string) {
+	if s.deps.Results == nil {
+		return
+	}
+	if err := s.deps.Results.Forget(c.Request.Context(), ids); err != nil {
+		logger(c).Warn("could not drop cached results of removed jobs", "err", err, "jobs", len(ids))
+	}
+}
+
+func (s *Server) retry(c *gin.Context) error {
+	job, err := s.deps.Client.Retry(c.Request.Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	s.metrics.operations.WithLabelValues("retry").Inc()
+	s.publish(c, job)
+	c.JSON(http.StatusOK, job)
+	return nil
+}
+
+func (s *Server) cancel(c *gin.Context) error {
+	job, err := s.deps.Client.Cancel(c.Request.Context(), c.Param("id"))
+	if errors.Is(err, queue.ErrConflict) {
+		return errConflict("the job has finished already and cannot be cancelled")
+	}
+	if err != nil {
+		return err
+	}
+	s.metrics.operations.WithLabelValues("cancel").Inc()
+	s.publish(c, job)
+	c.JSON(http.StatusOK, job)
+	return nil
+}
+
+func (s *Server) stats(c *gin.Context) error {
+	st, err := s.deps.Stats(c.Request.Context())
+	if err != nil {
+		return err
+	}
+	c.JSON(http.StatusOK, st)
+	return nil
+}
+
+func (s *Server) pause(paused bool) handlerFunc {
+	return func(c *gin.Context) error {
+		v, err := s.deps.Client.SetPaused(c.Request.Context(), paused)
+		if err != nil {
+			return err
+		}
+		c.JSON(http.StatusOK, gin.H{"paused": v})
+		return nil
+	}
+}
+
+// clean serves POST /api/queue/clean/{completed,failed} with an optional body
+// {"olderThan": ms}.
+func (s *Server) clean(target queue.CleanTarget, defaultAge time.Duration) handlerFunc {
+	return func(c *gin.Context) error {
+		body, err := readBody(c)
+		if err != nil {
+			return err
+		}
+		if err := checkJSON(body, true); err != nil {
+			return err
+		}
+		age := defaultAge
+		if len(body) > 0 {
+			v := &queue.ValidationError{}
+			if m, ok := decodeObject(body, "", []string{"olderThan"}, v); ok {
+				if ms := decodeInt64(m["olderThan"], "olderThan", v); ms != nil {
+					if *ms < 0 || *ms > maxCleanAgeMs {
+						v.Add("olderThan", "must be an integer number of milliseconds between 0 and %d", int64(maxCleanAgeMs))
+					} else {
+						age = time.Duration(*ms) * time.Millisecond
+					}
+				}
+			}
+			if err := v.Err(); err != nil {
+				return err
+			}
+		}
+		n, err := s.deps.Client.Clean(c.Request.Context(), target, age, queue.CleanOptions{
+			Removed: func(ctx context.Context, ids []string) { s.forget(c, ids) },
+		})
+		if err != nil {
+			return err
+		}
+		s.metrics.cleaned.WithLabelValues(string(target)).Add(float64(n))
+		c.JSON(http.StatusOK, gin.H{"removed": n})
+		return nil
+	}
+}

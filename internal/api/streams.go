@@ -1,0 +1,258 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/pgqueue/queue/internal/queue"
+)
+
+// Limits of `wait` (API.md).
+const (
+	defaultWaitTimeout = 30 * time.Second
+	maxWaitTimeout     = 60 * time.Second
+)
+
+// sseWriteTimeout is how long one SSE write may block: a client that stops reading is
+// disconnected rather than holding the stream.
+const sseWriteTimeout = 10 * time.Second
+
+// streamLimiter counts open wait and event streams of this process (MAX_STREAMS).
+type streamLimiter struct {
+	max  int64
+	open atomic.Int64
+}
+
+func (l *streamLimiter) acquire() (release func(), ok bool) {
+	if l.open.Add(1) > l.max {
+		l.open.Add(-1)
+		return nil, false
+	}
+	var once atomic.Bool
+	return func() {
+		if once.CompareAndSwap(false, true) {
+			l.open.Add(-1)
+		}
+	}, true
+}
+
+func errTooManyStreams() error {
+	return errUnavailable("too many open wait and event streams on this API process; retry later")
+}
+
+// extendDeadlines lifts the server's write timeout for a long stream (zero: no deadline),
+// which would otherwise cut the answer of a wait longer than WriteTimeout.
+func extendDeadlines(c *gin.Context, until time.Time) {
+	_ = http.NewResponseController(c.Writer).SetWriteDeadline(until)
+}
+
+// parseWaitTimeout reads `timeout`: a Go duration ("30s") or integer milliseconds.
+func parseWaitTimeout(raw string) (time.Duration, error) {
+	if raw == "" {
+		return defaultWaitTimeout, nil
+	}
+	bad := validation(Detail{Field: "timeout", Message: "must be a Go duration (30s) or integer milliseconds, between 0 and 60s"})
+	var d time.Duration
+	if ms, err := strconv.ParseInt(raw, 10, 64); err == nil {
+		if ms < 0 || ms > maxWaitTimeout.Milliseconds() {
+			return 0, bad
+		}
+		d = time.Duration(ms) * time.Millisecond
+	} else if d, err = time.ParseDuration(raw); err != nil {
+		return 0, bad
+	}
+	if d < 0 || d > maxWaitTimeout {
+		return 0, bad
+	}
+	return d, nil
+}
+
+// wait serves GET /api/queue/jobs/:id/wait by reading the job from Postgres every
+// WaitPoll until it finishes or the timeout passes, so it works without Redis.
+func (s *Server) wait(c *gin.Context) error {
+	timeout, err := parseWaitTimeout(c.Query("timeout"))
+	if err != nil {
+		return err
+	}
+	release, ok := s.streams.acquire()
+	if !ok {
+		return errTooManyStreams()
+	}
+	defer release()
+
+	ctx, id := c.Request.Context(), c.Param("id")
+	job, err := s.lookup(ctx, c, id)
+	if err != nil {
+		return err
+	}
+	if queue.Finished(job.State) {
+		c.JSON(http.StatusOK, job)
+		return nil
+	}
+	extendDeadlines(c, time.Now().Add(timeout+10*time.Second))
+
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	poll := time.NewTicker(s.deps.WaitPoll)
+	defer poll.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.stop:
+			c.JSON(http.StatusOK, job)
+			return nil
+		case <-deadline.C:
+			c.JSON(http.StatusOK, job)
+			return nil
+		case <-poll.C:
+		}
+		latest, err := s.deps.Client.Get(ctx, id)
+		if errors.Is(err, queue.ErrNotFound) {
+			// Retention may remove a job as it finishes.
+			final, err := s.removedWhileWaiting(ctx, c, job)
+			if err != nil {
+				return err
+			}
+			c.JSON(http.StatusOK, final)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		job = latest
+		if queue.Finished(job.State) {
+			c.JSON(http.StatusOK, job)
+			return nil
+		}
+	}
+}
+
+// removedWhileWaiting rebuilds the end of a job that disappeared during a wait: from the
+// result cache when there is one, else from the audit trail (which outlives the job; the
+// result itself is then unknown). A job removed before it finished is not found.
+func (s *Server) removedWhileWaiting(ctx context.Context, c *gin.Context, last queue.Job) (queue.Job, error) {
+	if cached, err := s.lookup(ctx, c, last.ID); err == nil {
+		return cached, nil
+	}
+	ev, err := s.deps.Client.LastEvent(ctx, last.ID)
+	if err != nil {
+		return queue.Job{}, err
+	}
+	if !queue.Finished(ev.State) {
+		return queue.Job{}, queue.ErrNotFound
+	}
+	job := last
+	job.State = ev.State
+	job.AttemptsMade = max(job.AttemptsMade, ev.Attempt)
+	job.FinishedAt = &queue.Timestamp{Time: ev.At}
+	switch ev.State {
+	case queue.StateCompleted:
+		job.Progress = 100
+	case queue.StateFailed:
+		job.Error = ev.Message
+		if ev.Message != nil {
+			job.Errors = append(job.Errors, queue.AttemptError{
+				Attempt: ev.Attempt, Message: *ev.Message, At: ev.At.UTC().Format(queue.TimeFormat),
+			})
+		}
+	}
+	return job, nil
+}
+
+// eventData is the JSON of one SSE message.
+func eventData(e Event) ([]byte, error) {
+	at := queue.Timestamp{Time: e.At}
+	if e.Kind == EventProgress {
+		return json.Marshal(struct {
+			ID       string          `json:"id"`
+			Progress int             `json:"progress"`
+			At       queue.Timestamp `json:"at"`
+		}{e.ID, e.Progress, at})
+	}
+	return json.Marshal(struct {
+		ID    string          `json:"id"`
+		Type  string          `json:"type"`
+		State string          `json:"state"`
+		At    queue.Timestamp `json:"at"`
+	}{e.ID, e.Type, e.State, at})
+}
+
+// events serves GET /api/queue/events as Server-Sent Events from the EventSource.
+func (s *Server) events(c *gin.Context) error {
+	if s.deps.Events == nil {
+		return errUnavailable("the event stream is not available on this API process (it needs Redis)")
+	}
+	release, ok := s.streams.acquire()
+	if !ok {
+		return errTooManyStreams()
+	}
+	defer release()
+	filterType, filterID := c.Query("type"), c.Query("id")
+
+	ctx, cancel := context.WithCancel(c.Request.Context())
+	defer cancel()
+	ch, err := s.deps.Events.Subscribe(ctx)
+	if err != nil {
+		logger(c).Warn("event subscription failed", "err", err)
+		return errUnavailable("the event stream is unavailable right now")
+	}
+
+	extendDeadlines(c, time.Time{}) // each write below sets its own
+	rc := http.NewResponseController(c.Writer)
+	h := c.Writer.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // proxies must not buffer the stream
+	c.Status(http.StatusOK)
+	// Each write gets its own deadline: a client that stops reading is disconnected.
+	write := func(msg string) bool {
+		_ = rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
+		if _, err := c.Writer.WriteString(msg); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	if !write(": connected\n\n") {
+		return nil
+	}
+	heartbeat := time.NewTicker(s.deps.Heartbeat)
+	defer heartbeat.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.stop:
+			return nil
+		case <-heartbeat.C:
+			if !write(": heartbeat\n\n") {
+				return nil
+			}
+		case e, ok := <-ch:
+			if !ok {
+				return nil // the source dropped this subscriber (too slow) or stopped
+			}
+			if (filterType != "" && e.Type != filterType) || (filterID != "" && e.ID != filterID) {
+				continue
+			}
+			if e.Kind != EventJob && e.Kind != EventProgress {
+				continue
+			}
+			data, err := eventData(e)
+			if err != nil {
+				continue
+			}
+			if !write(fmt.Sprintf("event: %s\ndata: %s\n\n", e.Kind, data)) {
+				return nil
+			}
+		}
+	}
+}

@@ -1,0 +1,241 @@
+package queue
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/pgqueue/queue/db"
+)
+
+// The API's admin operations: list, retry, remove, clean.
+
+// List limits of API.md.
+const (
+	DefaultListLimit = 50
+	MaxListLimit     = 500
+)
+
+// cleanBatch bounds each DELETE of a clean, so none holds many row locks for long.
+const cleanBatch = 1000
+
+// ErrBadCursor means a list cursor was not one this package made.
+var ErrBadCursor = errors.New("malformed cursor")
+
+// ListFilter selects and pages jobs. Empty strings do not filter.
+type ListFilter struct {
+	State  string
+	Type   string
+	Limit  int    // 1..MaxListLimit; 0 means DefaultListLimit
+	Cursor string // from a previous page's NextCursor
+}
+
+// Page is one page of jobs, newest first. NextCursor is empty on the last page.
+type Page struct {
+	Jobs       []Job
+	NextCursor string
+}
+
+// cursorPrefix versions the opaque cursor, so its encoding can change later.
+const cursorPrefix = "v1:"
+
+func encodeCursor(seq int64) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(cursorPrefix + strconv.FormatInt(seq, 10)))
+}
+
+func decodeCursor(s string) (int64, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return 0, ErrBadCursor
+	}
+	rest, ok := strings.CutPrefix(string(b), cursorPrefix)
+	if !ok {
+		return 0, ErrBadCursor
+	}
+	seq, err := strconv.ParseInt(rest, 10, 64)
+	if err != nil || seq < 1 {
+		return 0, ErrBadCursor
+	}
+	return seq, nil
+}
+
+// List returns a page of jobs, newest first (by submission). The cursor is the position
+// after the last job returned, so jobs inserted meanwhile never shift later pages.
+func (c *Client) List(ctx context.Context, f ListFilter) (Page, error) {
+	limit := f.Limit
+	if limit == 0 {
+		limit = DefaultListLimit
+	}
+	if limit < 1 || limit > MaxListLimit {
+		return Page{}, fmt.Errorf("list limit %d outside 1..%d", limit, MaxListLimit)
+	}
+	p := db.JobListParams{Max: int32(limit + 1)} // one more tells whether a next page exists
+	if f.State != "" {
+		p.State = &f.State
+	}
+	if f.Type != "" {
+		p.Type = &f.Type
+	}
+	if f.Cursor != "" {
+		seq, err := decodeCursor(f.Cursor)
+		if err != nil {
+			return Page{}, err
+		}
+		p.BeforeSeq = pgtype.Int8{Int64: seq, Valid: true}
+	}
+	rows, err := db.New(c.pool).JobList(ctx, p)
+	if err != nil {
+		return Page{}, fmt.Errorf("list jobs: %w", err)
+	}
+	page := Page{Jobs: make([]Job, 0, min(len(rows), limit))}
+	for i, r := range rows {
+		if i == limit {
+			page.NextCursor = encodeCursor(page.Jobs[limit-1].Seq)
+			break
+		}
+		page.Jobs = append(page.Jobs, jobFromRow(r))
+	}
+	return page, nil
+}
+
+// Retry puts a failed job, or a cancelled one whose handler has stopped, back to waiting
+// with attemptsMade 0 and its error, result and progress reset; earlier errors are kept.
+// ErrNotFound when it does not exist, ErrConflict in any other state.
+func (c *Client) Retry(ctx context.Context, id string) (Job, error) {
+	// A job that changed state between the update and the read is tried again.
+	for range 3 {
+		r, err := db.New(c.pool).JobRetry(ctx, id)
+		if err == nil {
+			return jobFromRow(db.QueueJob(r)), nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return Job{}, fmt.Errorf("retry job: %w", err)
+		}
+		j, err := c.Get(ctx, id)
+		if err != nil {
+			return Job{}, err
+		}
+		switch {
+		case j.State == StateCancelled && j.LeaseOwner != nil:
+			return Job{}, fmt.Errorf("%w: the cancelled job's handler is still running", ErrConflict)
+		case j.State != StateFailed && j.State != StateCancelled:
+			return Job{}, fmt.Errorf("%w: only a failed or cancelled job can be retried, this one is %s", ErrConflict, j.State)
+		}
+	}
+	return Job{}, fmt.Errorf("%w: the job keeps changing state", ErrConflict)
+}
+
+// Remove deletes a job. ErrNotFound when it does not exist; ErrConflict while it is
+// active, or cancelled with its handler still running. Its audit rows stay.
+func (c *Client) Remove(ctx context.Context, id string) error {
+	for range 3 {
+		_, err := db.New(c.pool).JobRemove(ctx, id)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("remove job: %w", err)
+		}
+		j, err := c.Get(ctx, id)
+		if err != nil {
+			return err
+		}
+		switch {
+		case j.State == StateActive:
+			return fmt.Errorf("%w: the job is active", ErrConflict)
+		case j.State == StateCancelled && j.LeaseOwner != nil:
+			return fmt.Errorf("%w: the cancelled job's handler is still running", ErrConflict)
+		}
+	}
+	return fmt.Errorf("%w: the job keeps changing state", ErrConflict)
+}
+
+// CleanTarget names what a clean removes.
+type CleanTarget string
+
+// Clean targets: completed jobs; failed and cancelled jobs.
+const (
+	CleanCompleted CleanTarget = "completed"
+	CleanFailed    CleanTarget = "failed"
+)
+
+// Default ages of API.md for clean.
+const (
+	DefaultCleanCompletedAge = 24 * time.Hour
+	DefaultCleanFailedAge    = 48 * time.Hour
+)
+
+func (t CleanTarget) states() ([]string, error) {
+	switch t {
+	case CleanCompleted:
+		return []string{StateCompleted}, nil
+	case CleanFailed:
+		return []string{StateFailed, StateCancelled}, nil
+	}
+	return nil, fmt.Errorf("unknown clean target %q", string(t))
+}
+
+// CleanOptions tune a clean; the zero value uses the database clock.
+type CleanOptions struct {
+	Now *time.Time // instead of the database's now(), for tests
+	// Removed, when set, is called with the ids of each batch once it is deleted (to drop
+	// cached results). It runs outside any transaction and cannot undo the batch.
+	Removed func(ctx context.Context, ids []string)
+}
+
+// Clean removes the jobs of target that finished more than olderThan ago, in bounded
+// batches, and returns how many it removed. Cancelled jobs whose handler still runs are
+// left for a later clean.
+func (c *Client) Clean(ctx context.Context, target CleanTarget, olderThan time.Duration, opts CleanOptions) (int64, error) {
+	states, err := target.states()
+	if err != nil {
+		return 0, err
+	}
+	if olderThan < 0 {
+		return 0, fmt.Errorf("clean: negative age %s", olderThan)
+	}
+	var total int64
+	for {
+		ids, err := db.New(c.pool).JobCleanFinished(ctx, db.JobCleanFinishedParams{
+			States: states, Now: opts.Now, OlderThanMs: olderThan.Milliseconds(), Max: cleanBatch,
+		})
+		if err != nil {
+			return total, fmt.Errorf("clean %s jobs: %w", target, err)
+		}
+		total += int64(len(ids))
+		if len(ids) > 0 && opts.Removed != nil {
+			opts.Removed(ctx, ids)
+		}
+		if len(ids) < cleanBatch {
+			return total, nil
+		}
+	}
+}
+
+// LastEvent is the newest audit row of a job id.
+type LastEvent struct {
+	State   string
+	At      time.Time
+	Attempt int
+	Message *string
+}
+
+// LastEvent reads how a job id last changed state, also after the job was removed (the
+// audit trail outlives jobs). ErrNotFound when the id has no audit rows.
+func (c *Client) LastEvent(ctx context.Context, id string) (LastEvent, error) {
+	r, err := db.New(c.pool).JobLastEvent(ctx, id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return LastEvent{}, ErrNotFound
+	}
+	if err != nil {
+		return LastEvent{}, fmt.Errorf("read last event: %w", err)
+	}
+	return LastEvent{State: r.State, At: r.At, Attempt: int(r.Attempt), Message: r.Message}, nil
+}
