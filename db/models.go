@@ -34,6 +34,12 @@ type QueueJob struct {
 	LeaseExpiresAt   *time.Time
 }
 
+type QueueJobCount struct {
+	State string
+	Type  string
+	N     int64
+}
+
 type QueueJobEvent struct {
 	ID      int64
 	JobID   string
@@ -43,6 +49,18 @@ type QueueJobEvent struct {
 	Attempt int32
 	Message *string
 	Worker  *string
+}
+
+type QueueNotification struct {
+	ID        int64
+	UserID    string
+	Title     string
+	Body      string
+	Type      string
+	Metadata  []byte
+	CreatedAt time.Time
+	ReadAt    *time.Time
+	JobID     *string
 }
 
 type QueueQueueState struct {

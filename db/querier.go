@@ -19,7 +19,14 @@ type Querier interface {
 	// unless the queue is paused. The CTE is a fence: the UPDATE touches only the rows the
 	// LIMIT picked.
 	JobClaim(ctx context.Context, arg JobClaimParams) ([]JobClaimRow, error)
+	// One bounded batch of clean: finished jobs of the given states that finished before
+	// now - older_than, oldest first, skipping rows a worker holds and cancelled jobs whose
+	// handler still runs. Returns the removed ids so cached results can be dropped.
+	JobCleanFinished(ctx context.Context, arg JobCleanFinishedParams) ([]string, error)
+	// Exact counts from the deltas that triggers append (migration 00004), not a table scan.
 	JobCountByStateAndType(ctx context.Context) ([]JobCountByStateAndTypeRow, error)
+	// Folds the appended deltas into one row per (state, type), so stats stay a tiny sum.
+	JobCountsCompact(ctx context.Context) error
 	// Audit rows older than the retention, oldest first, in bounded batches.
 	JobEventsTrim(ctx context.Context, arg JobEventsTrimParams) (int64, error)
 	// Records the outcome of many attempts in one statement: completion (ok), retry
@@ -42,11 +49,25 @@ type Querier interface {
 	// order, so the rows come back in input order (skipped ones missing). Sentinels stand for "not given", since
 	// array elements cannot be NULL here: '' job id, 0 timeout, -2 retention.
 	JobInsertMany(ctx context.Context, arg JobInsertManyParams) ([]JobInsertManyRow, error)
+	// The newest audit row of a job id: how a job that retention removed ended.
+	JobLastEvent(ctx context.Context, jobID string) (JobLastEventRow, error)
+	// Operations of the API's admin routes: listing, retry, removal, clean, and the audit
+	// trail's last word on a job that no longer exists.
+	// Newest first by seq. The cursor is the seq of the last job of the previous page, so a
+	// job inserted meanwhile (a higher seq) never shifts the pages that follow.
+	JobList(ctx context.Context, arg JobListParams) ([]QueueJob, error)
 	// Delayed jobs (future run time or retry backoff) whose time has come become waiting.
 	JobPromoteDue(ctx context.Context, arg JobPromoteDueParams) ([]int64, error)
+	// Deletes a job unless a handler may still run it: active, or cancelled with its lease
+	// held. A claim that locked the row first makes this statement re-check the new state.
+	// The audit trail keeps the job's history (removal is not a state).
+	JobRemove(ctx context.Context, id string) (string, error)
 	// Jobs whose lease expired (their worker stopped heartbeating) go back to waiting, or
 	// fail when no attempt is left; a cancelled one just loses the lease.
 	JobRescueExpired(ctx context.Context, arg JobRescueExpiredParams) ([]JobRescueExpiredRow, error)
+	// A failed job, or a cancelled one whose handler has returned (no lease), goes back to
+	// waiting with a fresh set of attempts; the errors of earlier attempts are kept.
+	JobRetry(ctx context.Context, id string) (JobRetryRow, error)
 	// Writes the latest progress of running jobs (coalesced by the worker).
 	JobSetProgress(ctx context.Context, arg JobSetProgressParams) error
 	// Retention of finished jobs of one state: removes those whose retention is 0 (remove
@@ -57,6 +78,12 @@ type Querier interface {
 	// Background passes, run by one leader worker at a time, each in bounded batches.
 	MaintenanceTryLead(ctx context.Context, key int64) (bool, error)
 	MaintenanceUnlock(ctx context.Context, key int64) error
+	NotificationInsert(ctx context.Context, arg NotificationInsertParams) (QueueNotification, error)
+	// A user's notifications newest first, from after the keyset cursor (created_at, id) when
+	// one is given.
+	NotificationList(ctx context.Context, arg NotificationListParams) ([]QueueNotification, error)
+	// Idempotent: a notification read twice keeps its first read time.
+	NotificationMarkRead(ctx context.Context, id int64) (QueueNotification, error)
 	QueueNotify(ctx context.Context) error
 	QueuePaused(ctx context.Context) (bool, error)
 	// Operations of the API on one job or on the whole queue.

@@ -10,9 +10,10 @@ import (
 )
 
 const jobCountByStateAndType = `-- name: JobCountByStateAndType :many
-SELECT state, type, count(*)::bigint AS jobs
-FROM queue.jobs
+SELECT state, type, sum(n)::bigint AS jobs
+FROM queue.job_counts
 GROUP BY state, type
+HAVING sum(n) <> 0
 `
 
 type JobCountByStateAndTypeRow struct {
@@ -21,6 +22,7 @@ type JobCountByStateAndTypeRow struct {
 	Jobs  int64
 }
 
+// Exact counts from the deltas that triggers append (migration 00004), not a table scan.
 func (q *Queries) JobCountByStateAndType(ctx context.Context) ([]JobCountByStateAndTypeRow, error) {
 	rows, err := q.db.Query(ctx, jobCountByStateAndType)
 	if err != nil {
@@ -39,4 +41,18 @@ func (q *Queries) JobCountByStateAndType(ctx context.Context) ([]JobCountByState
 		return nil, err
 	}
 	return items, nil
+}
+
+const jobCountsCompact = `-- name: JobCountsCompact :exec
+WITH folded AS (
+    DELETE FROM queue.job_counts RETURNING state, type, n
+)
+INSERT INTO queue.job_counts (state, type, n)
+SELECT state, type, sum(n) FROM folded GROUP BY state, type HAVING sum(n) <> 0
+`
+
+// Folds the appended deltas into one row per (state, type), so stats stay a tiny sum.
+func (q *Queries) JobCountsCompact(ctx context.Context) error {
+	_, err := q.db.Exec(ctx, jobCountsCompact)
+	return err
 }

@@ -151,3 +151,11 @@ func (m *Maintenance) TrimEvents(ctx context.Context) (int64, error) {
 		}
 	}
 }
+
+// CompactCounts folds the per-statement count deltas into one row per state and type.
+func (m *Maintenance) CompactCounts(ctx context.Context) error {
+	if err := db.New(m.conn).JobCountsCompact(ctx); err != nil {
+		return fmt.Errorf("compact job counts: %w", err)
+	}
+	return nil
+}
