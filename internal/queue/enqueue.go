@@ -26,6 +26,8 @@ type ClientConfig struct {
 	// the choice to the worker that finishes the job.
 	RemoveOnComplete *int
 	RemoveOnFail     *int
+	// OnEnqueued, when set, hears how many jobs of a type this client created (metrics).
+	OnEnqueued func(jobType string, n int)
 }
 
 // Client enqueues jobs and performs the job operations of the API. It is safe for
@@ -142,6 +144,17 @@ func (c *Client) EnqueueMany(ctx context.Context, tx db.DBTX, jobs []NewJob) ([]
 	}
 	if !inTx && next > 0 {
 		c.notify.poke()
+	}
+	if c.cfg.OnEnqueued != nil && next > 0 {
+		created := map[string]int{}
+		for _, r := range out {
+			if r.Created {
+				created[r.Job.Type]++
+			}
+		}
+		for t, n := range created {
+			c.cfg.OnEnqueued(t, n)
+		}
 	}
 	return out, nil
 }

@@ -17,12 +17,17 @@ const CancelChannel = "queue_cancel"
 // (a pooled connection could be handed to someone else), and reconnects with backoff.
 func (w *Worker) listen(ctx context.Context) {
 	backoff := 100 * time.Millisecond
+	failures := &throttledLog{every: 10 * time.Second}
 	for ctx.Err() == nil {
+		began := time.Now()
 		err := w.listenOnce(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		w.log.Warn("notification listener lost its connection; polling until it is back", "err", err, "retry_in", backoff)
+		if time.Since(began) > 10*time.Second {
+			backoff = 100 * time.Millisecond // it was up for a while: a fresh outage
+		}
+		failures.warn(w.log, "notification listener lost its connection; polling until it is back", "err", err, "retry_in", backoff)
 		sleep(ctx, backoff)
 		backoff = min(backoff*2, 5*time.Second)
 	}
@@ -64,6 +69,7 @@ func (w *Worker) listenOnce(ctx context.Context) error {
 func (w *Worker) heartbeatLoop(ctx context.Context) {
 	t := time.NewTicker(max(w.cfg.Lease/3, 10*time.Millisecond))
 	defer t.Stop()
+	failures := &throttledLog{every: 10 * time.Second}
 	for {
 		select {
 		case <-ctx.Done():
@@ -82,7 +88,7 @@ func (w *Worker) heartbeatLoop(ctx context.Context) {
 		states, err := w.client.Heartbeat(hbCtx, w.cfg.ID, seqs, w.cfg.Lease)
 		cancel()
 		if err != nil {
-			w.log.Warn("heartbeat failed", "jobs", len(seqs), "err", err)
+			failures.warn(w.log, "heartbeat failed; leases expire unless the next one succeeds", "jobs", len(seqs), "err", err)
 			continue
 		}
 		for _, r := range runs {
@@ -133,14 +139,15 @@ func (w *Worker) maintenanceLoop(ctx context.Context) {
 	t := time.NewTicker(w.cfg.PollInterval)
 	defer t.Stop()
 	var lastEventsTrim time.Time
+	failures := &throttledLog{every: 30 * time.Second}
 	for {
 		if lead, err := m.TryLead(ctx); err != nil {
 			if ctx.Err() == nil {
-				w.log.Warn("maintenance: cannot reach the database", "err", err)
+				failures.warn(w.log, "maintenance: cannot reach the database", "err", err)
 			}
 		} else if lead {
 			if err := w.maintain(ctx, m, &lastEventsTrim); err != nil && ctx.Err() == nil {
-				w.log.Warn("maintenance pass failed; giving up the lead", "err", err)
+				failures.warn(w.log, "maintenance pass failed; giving up the lead", "err", err)
 				m.Resign(ctx, true)
 			}
 		}
@@ -169,6 +176,9 @@ func (w *Worker) maintain(ctx context.Context, m *queue.Maintenance, lastEventsT
 		}
 	}
 	if _, err := m.Trim(ctx); err != nil {
+		return err
+	}
+	if err := m.CompactCounts(ctx); err != nil {
 		return err
 	}
 	if time.Since(*lastEventsTrim) >= eventsTrimInterval {

@@ -193,6 +193,8 @@ func (w *Worker) Run(ctx context.Context) error {
 func (w *Worker) fetchLoop(ctx context.Context) {
 	poll := time.NewTimer(0)
 	defer poll.Stop()
+	failures := &throttledLog{every: 10 * time.Second}
+	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		free := cap(w.slots) - len(w.slots)
 		if free == 0 {
@@ -205,10 +207,16 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 		claimed, err := w.client.Claim(ctx, w.cfg.ID, w.types, free, w.cfg.Lease)
 		if err != nil {
 			if ctx.Err() == nil {
-				w.log.Warn("claim failed; retrying", "err", err)
-				sleep(ctx, 250*time.Millisecond)
+				failures.warn(w.log, "claim failed; retrying", "err", err, "retry_in", backoff)
+				sleep(ctx, backoff)
+				backoff = min(backoff*2, 5*time.Second)
 			}
 			continue
+		}
+		if backoff > 100*time.Millisecond {
+			w.log.Info("claiming again after failures")
+			failures.reset()
+			backoff = 100 * time.Millisecond
 		}
 		for i := range claimed {
 			w.start(claimed[i])

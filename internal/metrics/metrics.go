@@ -1,0 +1,130 @@
+// Package metrics holds the Prometheus metrics of the queue that both processes expose:
+// job counters and run durations by type (fed by the worker), queue depth by state (read
+// from the trigger-maintained counts at scrape time), and Redis errors.
+package metrics
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pgqueue/queue/internal/queue"
+)
+
+// Names, for the README's list and the test that each appears.
+const (
+	JobsEnqueued   = "queue_jobs_enqueued_total"
+	JobsCompleted  = "queue_jobs_completed_total"
+	JobsFailed     = "queue_jobs_failed_total"
+	JobsRetried    = "queue_jobs_retried_total"
+	JobsRescued    = "queue_jobs_rescued_total"
+	JobDuration    = "queue_job_duration_seconds"
+	JobsByState    = "queue_jobs"
+	RedisErrors    = "queue_redis_errors_total"
+	EventsDropped  = "queue_events_dropped_total"
+	scrapeDeadline = 5 * time.Second
+)
+
+// Jobs counts what happens to jobs in this process. It implements worker.Observer.
+type Jobs struct {
+	enqueued  *prometheus.CounterVec
+	completed *prometheus.CounterVec
+	failed    *prometheus.CounterVec
+	retried   *prometheus.CounterVec
+	rescued   *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+}
+
+// NewJobs registers the job counters.
+func NewJobs(reg prometheus.Registerer) *Jobs {
+	counter := func(name, help string) *prometheus.CounterVec {
+		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{"type"})
+		reg.MustRegister(c)
+		return c
+	}
+	m := &Jobs{
+		enqueued:  counter(JobsEnqueued, "Jobs created by this process, by type."),
+		completed: counter(JobsCompleted, "Jobs completed by this worker, by type."),
+		failed:    counter(JobsFailed, "Jobs that failed for good in this worker (no attempt left or a permanent error), by type."),
+		retried:   counter(JobsRetried, "Attempts that failed and were scheduled again, by type."),
+		rescued:   counter(JobsRescued, "Jobs whose lease expired and that this worker, as maintenance leader, rescued, by type."),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    JobDuration,
+			Help:    "Run time of one attempt, by type and outcome (completed, failed, retried, cancelled).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10), // 1 ms .. ~4.4 min
+		}, []string{"type", "outcome"}),
+	}
+	reg.MustRegister(m.duration)
+	return m
+}
+
+// Enqueued counts n new jobs of a type (queue.ClientConfig.OnEnqueued).
+func (m *Jobs) Enqueued(jobType string, n int) { m.enqueued.WithLabelValues(jobType).Add(float64(n)) }
+
+// JobStarted is part of worker.Observer.
+func (m *Jobs) JobStarted(*queue.Job) {}
+
+// JobProgress is part of worker.Observer.
+func (m *Jobs) JobProgress(*queue.Job, int) {}
+
+// JobFinished counts the outcome and its run time.
+func (m *Jobs) JobFinished(j *queue.Job, state string, _ []byte, _ string, took time.Duration) {
+	outcome := state
+	switch state {
+	case queue.StateCompleted:
+		m.completed.WithLabelValues(j.Type).Inc()
+	case queue.StateFailed:
+		m.failed.WithLabelValues(j.Type).Inc()
+	case queue.StateWaiting, queue.StateDelayed:
+		outcome = "retried"
+		m.retried.WithLabelValues(j.Type).Inc()
+	}
+	m.duration.WithLabelValues(j.Type, outcome).Observe(took.Seconds())
+}
+
+// JobRescued counts a rescue.
+func (m *Jobs) JobRescued(_, jobType, _ string) { m.rescued.WithLabelValues(jobType).Inc() }
+
+// depth reports the jobs in each state when scraped, from the counts table (a sum of a
+// few rows, cheap at any table size).
+type depth struct {
+	desc  *prometheus.Desc
+	stats func(context.Context) (queue.Stats, error)
+}
+
+// RegisterDepth exposes queue_jobs{state}.
+func RegisterDepth(reg prometheus.Registerer, stats func(context.Context) (queue.Stats, error)) {
+	reg.MustRegister(&depth{
+		desc:  prometheus.NewDesc(JobsByState, "Jobs that exist now, by state.", []string{"state"}, nil),
+		stats: stats,
+	})
+}
+
+func (d *depth) Describe(ch chan<- *prometheus.Desc) { ch <- d.desc }
+
+func (d *depth) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), scrapeDeadline)
+	defer cancel()
+	s, err := d.stats(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(d.desc, err)
+		return
+	}
+	for state, n := range map[string]int64{
+		queue.StateWaiting: s.Waiting, queue.StateActive: s.Active, queue.StateCompleted: s.Completed,
+		queue.StateFailed: s.Failed, queue.StateDelayed: s.Delayed, queue.StateCancelled: s.Cancelled,
+	} {
+		ch <- prometheus.MustNewConstMetric(d.desc, prometheus.GaugeValue, float64(n), state)
+	}
+}
+
+// RegisterRedis exposes the Redis error and dropped-event counters.
+func RegisterRedis(reg prometheus.Registerer, errors func() uint64, dropped func() uint64) {
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: RedisErrors, Help: "Failed Redis operations (cache, events, stats); the system goes on from Postgres."},
+			func() float64 { return float64(errors()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: EventsDropped, Help: "Job events and snapshots dropped because the publish buffer was full."},
+			func() float64 { return float64(dropped()) }),
+	)
+}
