@@ -23,6 +23,7 @@ import (
 	"github.com/pgqueue/queue/internal/config"
 	"github.com/pgqueue/queue/internal/jobs"
 	"github.com/pgqueue/queue/internal/queue"
+	"github.com/pgqueue/queue/internal/results"
 	"github.com/pgqueue/queue/migrations"
 )
 
@@ -88,14 +89,21 @@ func run() error {
 		log.Warn("API_KEYS is not set: the API checks no keys; it listens on " + cfg.APIBind +
 			" (set API_KEYS before exposing it)")
 	}
-	srv, err := api.New(api.Deps{
+	// Redis: one subscription shared by every wait and event stream of this process,
+	// snapshots and events of what requests change, and the STATS_TTL cache.
+	store := results.New(rdb, cfg.RedisPrefix, cfg.ResultTTL, log)
+	hub := store.NewHub()
+	defer hub.Close()
+	publisher := store.NewPublisher()
+	defer publisher.Close()
+	deps := api.Deps{
 		Pool: pool, Client: client, Registry: registry, Logger: log,
 		APIKeys: cfg.APIKeys, TrustedProxies: cfg.TrustedProxies,
 		RateLimitSubmit: cfg.RateLimitSubmit, MaxStreams: cfg.MaxStreams,
-		RedisPing: func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
-		// Seams for the Redis-backed parts (internal/results): Stats (STATS_TTL cache),
-		// Results (result cache), Events (SSE) and Publisher are still unset here.
-	})
+	}
+	api.Redis{Store: store, Hub: hub, Publisher: publisher,
+		Stats: store.NewStatsCache(cfg.StatsTTL, api.StatsJSON(client))}.Use(&deps)
+	srv, err := api.New(deps)
 	if err != nil {
 		return err
 	}

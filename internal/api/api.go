@@ -44,18 +44,23 @@ const (
 	EventProgress = "progress"
 )
 
-// EventSource feeds GET /api/queue/events (Redis pub/sub in internal/results).
+// EventSource feeds GET /api/queue/events and wakes `wait` (Redis pub/sub in
+// internal/results).
 type EventSource interface {
-	// Subscribe delivers events until ctx ends. The source closes the channel when it
-	// cannot keep up with this subscriber (a slow client is disconnected) or when it
-	// stops; the stream then ends.
-	Subscribe(ctx context.Context) (<-chan Event, error)
+	// Subscribe delivers the events of one job id and/or type ("" = any) until ctx
+	// ends. The source closes the channel when it cannot keep up with this subscriber
+	// (a slow client is disconnected) or when it stops; the stream then ends.
+	Subscribe(ctx context.Context, id, jobType string) (<-chan Event, error)
+	// Live reports whether the subscription is confirmed; while it is not, events may be
+	// missed and `wait` polls Postgres instead.
+	Live() bool
 }
 
 // EventPublisher announces the job states that API requests cause (enqueue, cancel,
-// retry). Best effort: it must not block for long and reports its own errors.
+// retry), given the jobs in their new state; a finished job's object is also cached for
+// GET. Best effort: it must not block and reports its own errors.
 type EventPublisher interface {
-	Publish(ctx context.Context, events []Event)
+	Publish(ctx context.Context, jobs []queue.Job)
 }
 
 // Deps is what the API needs. Pool, Client and Registry are required; the Redis-backed
@@ -82,7 +87,9 @@ type Deps struct {
 	Events EventSource
 	// Publisher, when set, announces the states API requests cause.
 	Publisher EventPublisher
-	// WaitPoll is how often `wait` reads the job; 0: DefaultWaitPoll.
+	// WaitPoll is how often `wait` reads the job while no live event source wakes it;
+	// 0: DefaultWaitPoll. With a live source it reads on each event of the job, and
+	// every WaitSafetyPoll in case one was lost.
 	WaitPoll time.Duration
 	// Heartbeat is the SSE comment interval; 0: DefaultHeartbeat.
 	Heartbeat time.Duration
@@ -92,6 +99,7 @@ type Deps struct {
 const (
 	DefaultMaxStreams = 1000
 	DefaultWaitPoll   = 50 * time.Millisecond
+	WaitSafetyPoll    = time.Second
 	DefaultHeartbeat  = 15 * time.Second
 )
 

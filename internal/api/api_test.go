@@ -20,6 +20,7 @@ import (
 	"github.com/pgqueue/queue/internal/api"
 	"github.com/pgqueue/queue/internal/jobs"
 	"github.com/pgqueue/queue/internal/queue"
+	"github.com/pgqueue/queue/internal/results"
 	"github.com/pgqueue/queue/internal/testutil"
 )
 
@@ -415,32 +416,10 @@ func TestSubmitBulk(t *testing.T) {
 	require.Equal(t, 3+queue.MaxBulk, n, "rejected requests stored nothing")
 }
 
-// memoryCache is an in-process ResultCache, standing in for the Redis one.
-type memoryCache struct {
-	mu   sync.Mutex
-	jobs map[string]queue.Job
-}
-
-func (m *memoryCache) Job(_ context.Context, id string) (queue.Job, bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	j, ok := m.jobs[id]
-	return j, ok, nil
-}
-
-func (m *memoryCache) Forget(_ context.Context, ids []string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, id := range ids {
-		delete(m.jobs, id)
-	}
-	return nil
-}
-
 func TestGetJob(t *testing.T) {
 	t.Parallel()
-	cache := &memoryCache{jobs: map[string]queue.Job{}}
-	e := setup(t, func(d *api.Deps) { d.Results = cache })
+	rd := newRedis(t)
+	e := setup(t, rd.use)
 	id := e.submit(map[string]any{"type": "EMAIL_SEND", "data": email, "options": map[string]any{"removeOnComplete": true}})["id"].(string)
 
 	r := e.do("GET", "/api/queue/jobs/"+id, nil)
@@ -450,13 +429,10 @@ func TestGetJob(t *testing.T) {
 	r = e.do("GET", "/api/queue/jobs/unknown", nil)
 	e.requireError(r, http.StatusNotFound, "not_found")
 
-	// A job retention removed is answered from the result cache...
+	// A job retention removed is answered from the result cache (written as a worker does)...
 	j := e.claim("w1")
-	cached, err := e.client.Get(context.Background(), id)
-	require.NoError(t, err)
 	e.finish("w1", j, true, true)
-	cached.State = queue.StateCompleted
-	cache.jobs[id] = cached
+	rd.finished(t, j, queue.StateCompleted)
 	var n int
 	require.NoError(t, e.pool.QueryRow(context.Background(), "SELECT count(*) FROM queue.jobs WHERE id = $1", id).Scan(&n))
 	require.Zero(t, n, "retention removed the job as it finished")
@@ -467,9 +443,13 @@ func TestGetJob(t *testing.T) {
 	// ...until clean (or DELETE) removes it.
 	e.requireError(e.do("DELETE", "/api/queue/jobs/"+id, nil), http.StatusNotFound, "not_found")
 	other := e.submitEmail()
-	cache.jobs[other] = cached
+	o, err := e.client.Get(context.Background(), other)
+	require.NoError(t, err)
+	rd.finished(t, o, queue.StateCompleted)
 	require.Equal(t, http.StatusNoContent, e.do("DELETE", "/api/queue/jobs/"+other, nil).status)
 	e.requireError(e.do("GET", "/api/queue/jobs/"+other, nil), http.StatusNotFound, "not_found")
+	_, cached := rd.store.Job(context.Background(), other)
+	require.False(t, cached, "DELETE drops the cached result")
 }
 
 func TestListJobs(t *testing.T) {
@@ -657,25 +637,26 @@ func TestWaitIsLimitedByMaxStreams(t *testing.T) {
 	require.Less(t, time.Since(start), 4*time.Second)
 }
 
-// chanSource is an in-process EventSource, standing in for Redis pub/sub.
-type chanSource struct{ ch chan api.Event }
-
-func (s chanSource) Subscribe(context.Context) (<-chan api.Event, error) { return s.ch, nil }
-
 func TestEvents(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	e.requireError(e.do("GET", "/api/queue/events", nil), http.StatusServiceUnavailable, "unavailable")
 
-	src := chanSource{ch: make(chan api.Event, 10)}
-	e = setup(t, func(d *api.Deps) { d.Events = src; d.Heartbeat = 20 * time.Millisecond })
-	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	src.ch <- api.Event{Kind: api.EventJob, ID: "1", Type: "CLEANUP", State: "active", At: at}
-	src.ch <- api.Event{Kind: api.EventJob, ID: "2", Type: "EMAIL_SEND", State: "active", At: at}
-	src.ch <- api.Event{Kind: api.EventProgress, ID: "2", Type: "EMAIL_SEND", Progress: 50, At: at}
+	rd := newRedis(t)
+	e = setup(t, rd.use, func(d *api.Deps) { d.Heartbeat = 20 * time.Millisecond })
+	at := queue.Timestamp{Time: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	progress := 50
 	go func() {
-		time.Sleep(100 * time.Millisecond) // long enough for a heartbeat
-		close(src.ch)                      // the source drops the subscriber: the stream ends
+		// Once the stream is subscribed, publish as workers do, then end the stream.
+		require.Eventually(t, func() bool {
+			return strings.Contains(string(e.do("GET", "/metrics", nil).body), "queue_api_open_streams 1")
+		}, 5*time.Second, 5*time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // long enough for a heartbeat
+		rd.pub.Publish(results.Event{Event: "job", ID: "1", Type: "CLEANUP", State: "active", At: at}, nil)
+		rd.pub.Publish(results.Event{Event: "job", ID: "2", Type: "EMAIL_SEND", State: "active", At: at}, nil)
+		rd.pub.Publish(results.Event{Event: "progress", ID: "2", Type: "EMAIL_SEND", Progress: &progress, At: at}, nil)
+		time.Sleep(200 * time.Millisecond)
+		e.srv.StopStreams()
 	}()
 	r := e.do("GET", "/api/queue/events?type=EMAIL_SEND", nil)
 	require.Equal(t, http.StatusOK, r.status)
@@ -719,15 +700,16 @@ func TestPauseResume(t *testing.T) {
 
 func TestClean(t *testing.T) {
 	t.Parallel()
-	cache := &memoryCache{jobs: map[string]queue.Job{}}
-	e := setup(t, func(d *api.Deps) { d.Results = cache })
+	rd := newRedis(t)
+	e := setup(t, rd.use)
 	done := e.submitEmail()
 	failed := e.submitEmail()
 	cancelled := e.submitEmail()
-	e.finish("w1", e.claim("w1"), true, false)
+	j := e.claim("w1")
+	e.finish("w1", j, true, false)
 	e.finish("w1", e.claim("w1"), false, false)
 	require.Equal(t, http.StatusOK, e.do("POST", "/api/queue/jobs/"+cancelled+"/cancel", nil).status)
-	cache.jobs[done] = queue.Job{ID: done}
+	rd.finished(t, j, queue.StateCompleted)
 
 	// The defaults (a day, two days) keep what just finished.
 	r := e.do("POST", "/api/queue/clean/completed", nil)
@@ -738,7 +720,8 @@ func TestClean(t *testing.T) {
 
 	r = e.do("POST", "/api/queue/clean/completed", map[string]any{"olderThan": 0})
 	require.JSONEq(t, `{"removed":1}`, string(r.body))
-	require.NotContains(t, cache.jobs, done, "cached results are dropped too")
+	_, cached := rd.store.Job(context.Background(), done)
+	require.False(t, cached, "cached results are dropped too")
 	e.requireError(e.do("GET", "/api/queue/jobs/"+done, nil), http.StatusNotFound, "not_found")
 
 	r = e.do("POST", "/api/queue/clean/failed", map[string]any{"olderThan": 0})

@@ -120,12 +120,7 @@ func (s *Server) publish(c *gin.Context, jobList ...queue.Job) {
 	if s.deps.Publisher == nil || len(jobList) == 0 {
 		return
 	}
-	now := time.Now()
-	events := make([]Event, len(jobList))
-	for i, j := range jobList {
-		events[i] = Event{Kind: EventJob, ID: j.ID, Type: j.Type, State: j.State, At: now}
-	}
-	s.deps.Publisher.Publish(c.Request.Context(), events)
+	s.deps.Publisher.Publish(c.Request.Context(), jobList)
 }
 
 func (s *Server) get(c *gin.Context) error {

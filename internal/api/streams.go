@@ -75,8 +75,11 @@ func parseWaitTimeout(raw string) (time.Duration, error) {
 	return d, nil
 }
 
-// wait serves GET /api/queue/jobs/:id/wait by reading the job from Postgres every
-// WaitPoll until it finishes or the timeout passes, so it works without Redis.
+// wait serves GET /api/queue/jobs/:id/wait. It subscribes to the job's events first and
+// reads the job second, so a completion right after the request arrives cannot slip
+// between the two; then it reads the job again on each of its events. Postgres is the
+// truth: an event only says "look again". Without a live event source (no Redis, or
+// Redis down) it reads the job every WaitPoll instead.
 func (s *Server) wait(c *gin.Context) error {
 	timeout, err := parseWaitTimeout(c.Query("timeout"))
 	if err != nil {
@@ -89,6 +92,14 @@ func (s *Server) wait(c *gin.Context) error {
 	defer release()
 
 	ctx, id := c.Request.Context(), c.Param("id")
+	subCtx, unsubscribe := context.WithCancel(ctx)
+	defer unsubscribe()
+	var events <-chan Event
+	if s.deps.Events != nil {
+		if ch, err := s.deps.Events.Subscribe(subCtx, id, ""); err == nil {
+			events = ch
+		}
+	}
 	job, err := s.lookup(ctx, c, id)
 	if err != nil {
 		return err
@@ -101,7 +112,7 @@ func (s *Server) wait(c *gin.Context) error {
 
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
-	poll := time.NewTicker(s.deps.WaitPoll)
+	poll := time.NewTimer(s.pollInterval(events))
 	defer poll.Stop()
 	for {
 		select {
@@ -113,8 +124,13 @@ func (s *Server) wait(c *gin.Context) error {
 		case <-deadline.C:
 			c.JSON(http.StatusOK, job)
 			return nil
+		case _, open := <-events:
+			if !open {
+				events = nil // dropped by the source: poll from now on
+			}
 		case <-poll.C:
 		}
+		poll.Reset(s.pollInterval(events))
 		latest, err := s.deps.Client.Get(ctx, id)
 		if errors.Is(err, queue.ErrNotFound) {
 			// Retention may remove a job as it finishes.
@@ -134,6 +150,15 @@ func (s *Server) wait(c *gin.Context) error {
 			return nil
 		}
 	}
+}
+
+// pollInterval is how often `wait` reads the job: rarely while a live subscription
+// will wake it, often otherwise.
+func (s *Server) pollInterval(events <-chan Event) time.Duration {
+	if events != nil && s.deps.Events.Live() {
+		return max(WaitSafetyPoll, s.deps.WaitPoll)
+	}
+	return s.deps.WaitPoll
 }
 
 // removedWhileWaiting rebuilds the end of a job that disappeared during a wait: from the
@@ -200,7 +225,7 @@ func (s *Server) events(c *gin.Context) error {
 
 	ctx, cancel := context.WithCancel(c.Request.Context())
 	defer cancel()
-	ch, err := s.deps.Events.Subscribe(ctx)
+	ch, err := s.deps.Events.Subscribe(ctx, filterID, filterType)
 	if err != nil {
 		logger(c).Warn("event subscription failed", "err", err)
 		return errUnavailable("the event stream is unavailable right now")

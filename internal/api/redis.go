@@ -1,0 +1,107 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/pgqueue/queue/internal/queue"
+	"github.com/pgqueue/queue/internal/results"
+)
+
+// Redis is the Redis side of an API process (internal/results).
+type Redis struct {
+	Store     *results.Store
+	Hub       *results.Hub       // the one subscription of this process
+	Publisher *results.Publisher // events and snapshots of what API requests change
+	Stats     *results.StatsCache
+}
+
+// Use fills the Redis-backed parts of d. Each of them degrades to Postgres when Redis
+// is down; none of them fails a request because of Redis.
+func (r Redis) Use(d *Deps) {
+	d.RedisPing = r.Store.Ping
+	d.Results = resultCache{r.Store}
+	d.Events = hubSource{r.Hub}
+	d.Publisher = publisher{r.Publisher}
+	d.Stats = func(ctx context.Context) (queue.Stats, error) {
+		b, err := r.Stats.Get(ctx)
+		if err != nil {
+			return queue.Stats{}, err
+		}
+		var s queue.Stats
+		err = json.Unmarshal(b, &s)
+		return s, err
+	}
+}
+
+// StatsJSON is the compute function of a StatsCache over client.Stats.
+func StatsJSON(client *queue.Client) func(context.Context) ([]byte, error) {
+	return func(ctx context.Context) ([]byte, error) {
+		s, err := client.Stats(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(s)
+	}
+}
+
+type resultCache struct{ s *results.Store }
+
+func (c resultCache) Job(ctx context.Context, id string) (queue.Job, bool, error) {
+	j, ok := c.s.Job(ctx, id)
+	return j, ok, nil
+}
+
+func (c resultCache) Forget(ctx context.Context, ids []string) error {
+	c.s.Forget(ctx, ids...)
+	return nil
+}
+
+type hubSource struct{ h *results.Hub }
+
+// subscriberBuffer is how far a stream may fall behind before it is cut off.
+const subscriberBuffer = 256
+
+func (s hubSource) Live() bool { return s.h.Healthy() }
+
+func (s hubSource) Subscribe(ctx context.Context, id, jobType string) (<-chan Event, error) {
+	sub := s.h.Subscribe(id, jobType, subscriberBuffer)
+	out := make(chan Event, subscriberBuffer)
+	go func() {
+		defer close(out)
+		defer s.h.Unsubscribe(sub)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok := <-sub.C:
+				if !ok {
+					return // the hub dropped this subscriber
+				}
+				e := Event{Kind: ev.Event, ID: ev.ID, Type: ev.Type, State: ev.State, At: ev.At.Time}
+				if ev.Progress != nil {
+					e.Progress = *ev.Progress
+				}
+				select {
+				case out <- e:
+				default:
+					return // the client does not keep up: end its stream
+				}
+			}
+		}
+	}()
+	return out, nil
+}
+
+type publisher struct{ p *results.Publisher }
+
+func (p publisher) Publish(_ context.Context, jobs []queue.Job) {
+	for i := range jobs {
+		j := jobs[i]
+		var snapshot *queue.Job
+		if queue.Finished(j.State) {
+			snapshot = &j
+		}
+		p.p.Publish(results.JobEvent(j.ID, j.Type, j.State), snapshot)
+	}
+}
