@@ -37,3 +37,15 @@ run: build
 
 clean:
 	rm -rf $(BIN)
+
+# Benchmarks of issue 7 (docs/BENCHMARKS.md). Both create and drop their own database on
+# DATABASE_URL's server; neither touches the queue schema of the database it names.
+BENCH_FLAGS ?= -runs 3 -ceiling
+
+.PHONY: bench bench-ceiling
+
+bench:
+	go run ./cmd/bench $(BENCH_FLAGS)
+
+bench-ceiling:
+	./scripts/bench-ceiling.sh

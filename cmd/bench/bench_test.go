@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgqueue/queue/internal/jobs"
+)
+
+func TestPercentileNearestRank(t *testing.T) {
+	t.Parallel()
+	xs := []float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	require.Equal(t, 5.0, percentile(xs, 50))
+	require.Equal(t, 10.0, percentile(xs, 95))
+	require.Equal(t, 1.0, percentile(xs, 0))
+	require.Equal(t, 10.0, percentile(xs, 100))
+	require.Equal(t, 0.0, percentile(nil, 50))
+}
+
+func TestMedian(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, 2.0, median([]float64{3, 1, 2}))
+	require.Equal(t, 2.5, median([]float64{4, 1, 3, 2}))
+}
+
+func TestMediansAddCeilingRatioOfTheSameRun(t *testing.T) {
+	t.Parallel()
+	rs := []result{
+		{Workload: "ceiling", Run: 1, Metrics: map[string]float64{"insert_tps": 4000}},
+		{Workload: "single", Variant: "default", Run: 1, Metrics: map[string]float64{"jobs_per_s": 2000}},
+		{Workload: "ceiling", Run: 2, Metrics: map[string]float64{"insert_tps": 2000}},
+		{Workload: "single", Variant: "default", Run: 2, Metrics: map[string]float64{"jobs_per_s": 2000}},
+	}
+	var ratio *summary
+	for _, s := range medians(rs) {
+		if s.Metric == "pct_of_insert_ceiling" {
+			ratio = &s
+		}
+	}
+	require.NotNil(t, ratio)
+	require.Equal(t, 50.0, ratio.Min)
+	require.Equal(t, 100.0, ratio.Max)
+	require.Equal(t, 2, ratio.Runs)
+}
+
+func TestDepthLevelsSortBySize(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, "d1k", levelName(1_000))
+	require.Equal(t, "d1m", levelName(1_000_000))
+	require.Less(t, metricGroup("d1k_claim1_p50_ms"), metricGroup("d100k_claim1_p50_ms"))
+	require.Less(t, metricGroup("d100k_claim1_p50_ms"), metricGroup("d1m_claim1_p50_ms"))
+	require.Equal(t, 0, metricGroup("drain_jobs_per_s"))
+}
+
+func TestParseFlags(t *testing.T) {
+	t.Parallel()
+	o, err := parseFlags([]string{"-only", "bulk,drain", "-runs", "3", "-variants", "default,noaudit", "-ceiling"})
+	require.NoError(t, err)
+	require.Equal(t, []string{"bulk", "drain", "ceiling"}, o.only)
+	require.Len(t, o.variants, 2)
+	require.False(t, o.variants[1].Audit)
+	_, err = parseFlags([]string{"-only", "nope"})
+	require.Error(t, err)
+	_, err = parseFlags([]string{"-variants", "nope"})
+	require.Error(t, err)
+}
+
+func TestPidCPUReadsThisProcess(t *testing.T) {
+	t.Parallel()
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("no /proc")
+	}
+	_, ok := pidCPU(os.Getpid())
+	require.True(t, ok)
+}
+
+// The latency handler's own cost is part of every figure it records; it should stay in
+// the microseconds.
+func BenchmarkLatencyHandler(b *testing.B) {
+	rec := &latencyRecorder{}
+	data := json.RawMessage(`{"t":` + strconv.FormatInt(time.Now().UnixNano(), 10) + `}`)
+	job := jobs.NewJob("1", jobType, data, 1, 3, nil)
+	for b.Loop() {
+		_, _ = rec.handler(context.Background(), job)
+	}
+}
+
+// Reading a backend's CPU time happens twice per workload per backend; it must not
+// matter.
+func BenchmarkPidCPU(b *testing.B) {
+	pid := os.Getpid()
+	for b.Loop() {
+		pidCPU(pid)
+	}
+}

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgqueue/queue/internal/jobs"
+	"github.com/pgqueue/queue/internal/queue"
+)
+
+// latencyRecorder collects enqueue-to-start delays measured by the handler.
+type latencyRecorder struct {
+	mu     sync.Mutex
+	delays []float64 // ms
+}
+
+func (r *latencyRecorder) add(d time.Duration) {
+	r.mu.Lock()
+	r.delays = append(r.delays, ms(d))
+	r.mu.Unlock()
+}
+
+func (r *latencyRecorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.delays)
+}
+
+// stampedJob is the latency workload's job data: the producer's wall clock just before
+// its enqueue call, in Unix nanoseconds (0 for warm-up jobs).
+type stampedJob struct {
+	T int64 `json:"t"`
+}
+
+// handler's first act is to take the time, before it parses anything.
+func (r *latencyRecorder) handler(_ context.Context, job *jobs.Job) (any, error) {
+	now := time.Now()
+	var s stampedJob
+	if err := json.Unmarshal(job.Data, &s); err == nil && s.T > 0 {
+		r.add(now.Sub(time.Unix(0, s.T)))
+	}
+	return nil, nil
+}
+
+// producerSummary is what the producer process prints on stdout.
+type producerSummary struct {
+	Enqueued     int     `json:"enqueued"`
+	Failed       int     `json:"failed"`
+	EnqueueP50   float64 `json:"enqueueP50Ms"`
+	EnqueueP99   float64 `json:"enqueueP99Ms"`
+	EnqueueMax   float64 `json:"enqueueMaxMs"`
+	LateP99      float64 `json:"lateP99Ms"` // how far behind schedule enqueue calls started
+	RateAchieved float64 `json:"rateAchieved"`
+}
+
+// latency: an idle worker (concurrency 100); a separate producer process enqueues one job
+// every 5 ms on an absolute schedule for 20 s; the handler records now − timestamp.
+func (b *bench) latency(ctx context.Context, t *target) (result, error) {
+	var res result
+	every := 5 * time.Millisecond
+	duration := b.scaledDuration(20*time.Second, 2*time.Second)
+	rec := &latencyRecorder{}
+	w, err := b.startWorker(ctx, t, 100, observers{}, rec.handler)
+	if err != nil {
+		return res, err
+	}
+	defer w.stop()
+	// Let the worker finish its first claim and LISTEN, so it is idle when jobs arrive.
+	time.Sleep(time.Second)
+
+	exe, err := os.Executable()
+	if err != nil {
+		return res, fmt.Errorf("find the bench binary for the producer: %w", err)
+	}
+	m, err := b.startMeter(ctx, t)
+	if err != nil {
+		return res, err
+	}
+	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, exe, "-producer", "-producer-url", b.databaseURL(t.name),
+		"-producer-every", every.String(), "-producer-for", duration.String())
+	cmd.Stdout, cmd.Stderr = &out, os.Stderr
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Run(); err != nil {
+		return res, fmt.Errorf("producer process: %w", err)
+	}
+	var sum producerSummary
+	if err := json.Unmarshal(out.Bytes(), &sum); err != nil {
+		return res, fmt.Errorf("producer output %q: %w", out.String(), err)
+	}
+	// The last jobs may still be starting.
+	for wait := time.Now().Add(5 * time.Second); rec.count() < sum.Enqueued && time.Now().Before(wait); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	m.stop(ctx)
+	rec.mu.Lock()
+	delays := slices.Clone(rec.delays)
+	rec.mu.Unlock()
+	if len(delays) < sum.Enqueued {
+		res.note("%d of %d jobs had not started 5 s after the producer ended", sum.Enqueued-len(delays), sum.Enqueued)
+	}
+	if sum.Failed > 0 {
+		res.note("%d enqueues failed", sum.Failed)
+	}
+	slices.Sort(delays)
+	res.set("p50_ms", percentile(delays, 50))
+	res.set("p95_ms", percentile(delays, 95))
+	res.set("p99_ms", percentile(delays, 99))
+	res.set("max_ms", percentile(delays, 100))
+	res.set("jobs", float64(len(delays)))
+	res.set("enqueue_p50_ms", sum.EnqueueP50)
+	res.set("enqueue_p99_ms", sum.EnqueueP99)
+	res.set("producer_late_p99_ms", sum.LateP99)
+	res.set("producer_rate", sum.RateAchieved)
+	w.stop()
+	m.record(ctx, &res, len(delays))
+	return res, nil
+}
+
+// runProducer is the latency workload's producer process. Each enqueue starts in its own
+// goroutine at its scheduled time, so a slow call does not delay the ones after it (the
+// arrival rate stays 200/s whatever the latency; no coordinated omission).
+func runProducer(ctx context.Context, o options) error {
+	pc, err := pgxpool.ParseConfig(o.producerURL)
+	if err != nil {
+		return fmt.Errorf("producer url: %w", err)
+	}
+	pc.MaxConns = 8
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	client, err := queue.NewClient(ctx, pool, queue.ClientConfig{})
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+
+	// Warm up: open the connections and prepare the statement on each, as a long-running
+	// application would have. Warm-up jobs carry no timestamp and are not measured.
+	var warm sync.WaitGroup
+	for range 2 * int(pc.MaxConns) {
+		warm.Go(func() {
+			_, _ = client.Enqueue(ctx, pool, queue.NewJob{Type: jobType, Data: emptyData})
+		})
+	}
+	warm.Wait()
+	time.Sleep(300 * time.Millisecond)
+
+	n := int(o.producerDuration / o.producerEvery)
+	took := make([]float64, n)
+	late := make([]float64, n)
+	failed := make([]bool, n)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range n {
+		due := start.Add(time.Duration(i) * o.producerEvery)
+		if d := time.Until(due); d > 0 {
+			select {
+			case <-time.After(d):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		wg.Go(func() {
+			before := time.Now()
+			data := []byte(`{"t":` + strconv.FormatInt(before.UnixNano(), 10) + `}`)
+			_, err := client.Enqueue(ctx, pool, queue.NewJob{Type: jobType, Data: data})
+			took[i] = ms(time.Since(before))
+			late[i] = ms(before.Sub(due))
+			failed[i] = err != nil
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	sum := producerSummary{}
+	var ok []float64
+	for i := range n {
+		if failed[i] {
+			sum.Failed++
+			continue
+		}
+		ok = append(ok, took[i])
+	}
+	sum.Enqueued = len(ok)
+	slices.Sort(ok)
+	slices.Sort(late)
+	sum.EnqueueP50, sum.EnqueueP99, sum.EnqueueMax = percentile(ok, 50), percentile(ok, 99), percentile(ok, 100)
+	sum.LateP99 = percentile(late, 99)
+	sum.RateAchieved = float64(n) / elapsed.Seconds()
+	return json.NewEncoder(os.Stdout).Encode(sum)
+}
