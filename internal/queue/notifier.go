@@ -18,7 +18,7 @@ import (
 type notifier struct {
 	pool    *pgxpool.Pool
 	pending chan struct{}
-	stop    context.CancelFunc
+	stop    chan struct{}
 	done    chan struct{}
 }
 
@@ -26,9 +26,8 @@ type notifier struct {
 const notifyTimeout = 5 * time.Second
 
 func newNotifier(pool *pgxpool.Pool) *notifier {
-	ctx, cancel := context.WithCancel(context.Background())
-	n := &notifier{pool: pool, pending: make(chan struct{}, 1), stop: cancel, done: make(chan struct{})}
-	go n.run(ctx)
+	n := &notifier{pool: pool, pending: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	go n.run()
 	return n
 }
 
@@ -39,27 +38,29 @@ func (n *notifier) poke() {
 	}
 }
 
-func (n *notifier) run(ctx context.Context) {
+// run sends one NOTIFY per batch of pokes. A send in flight at close is finished, and
+// so is one poked before close, so the last jobs of a short-lived producer do not wait
+// for a poll (each bounded by notifyTimeout).
+func (n *notifier) run() {
 	defer close(n.done)
 	q := db.New(n.pool)
 	for {
 		select {
-		case <-ctx.Done():
-			// Send what was poked before close, so no job waits for a poll.
+		case <-n.stop:
 			select {
 			case <-n.pending:
-				n.send(context.Background(), q)
+				n.send(q)
 			default:
 			}
 			return
 		case <-n.pending:
-			n.send(ctx, q)
+			n.send(q)
 		}
 	}
 }
 
-func (n *notifier) send(ctx context.Context, q *db.Queries) {
-	ctx, cancel := context.WithTimeout(ctx, notifyTimeout)
+func (n *notifier) send(q *db.Queries) {
+	ctx, cancel := context.WithTimeout(context.Background(), notifyTimeout)
 	defer cancel()
 	if err := q.QueueNotify(ctx); err != nil {
 		slog.Warn("notify workers failed; they will find the job at their next poll", "err", err)
@@ -67,6 +68,6 @@ func (n *notifier) send(ctx context.Context, q *db.Queries) {
 }
 
 func (n *notifier) close() {
-	n.stop()
+	close(n.stop)
 	<-n.done
 }
