@@ -11,7 +11,10 @@ import (
 )
 
 const jobClaim = `-- name: JobClaim :many
-WITH picked AS MATERIALIZED (
+WITH async_commit AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+),
+picked AS MATERIALIZED (
     SELECT seq
     FROM queue.jobs
     WHERE state = 'waiting'
@@ -38,6 +41,7 @@ audit AS (
     SELECT id, type, 'active', attempts_made, $3::text FROM claimed
 )
 SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at FROM claimed
+WHERE (SELECT count(*) FROM async_commit) >= 0
 ORDER BY priority DESC, run_at, seq
 `
 
@@ -76,7 +80,8 @@ type JobClaimRow struct {
 
 // Claims up to max runnable jobs for a worker, in the exact order of jobs_claim_idx,
 // unless the queue is paused. The CTE is a fence: the UPDATE touches only the rows the
-// LIMIT picked.
+// LIMIT picked. The claim commits without waiting for its WAL flush: a claim lost in a
+// crash only leaves the job waiting, to be claimed again (DESIGN.md).
 func (q *Queries) JobClaim(ctx context.Context, arg JobClaimParams) ([]JobClaimRow, error) {
 	rows, err := q.db.Query(ctx, jobClaim,
 		arg.Types,
@@ -310,10 +315,17 @@ func (q *Queries) JobHandBack(ctx context.Context, arg JobHandBackParams) ([]int
 }
 
 const jobHeartbeat = `-- name: JobHeartbeat :many
-UPDATE queue.jobs
-SET lease_expires_at = now() + $1::bigint * interval '1 millisecond'
-WHERE seq = ANY ($2::bigint[]) AND lease_owner = $3::text
-RETURNING seq, state
+WITH async_commit AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+),
+beat AS (
+    UPDATE queue.jobs
+    SET lease_expires_at = now() + $1::bigint * interval '1 millisecond'
+    WHERE seq = ANY ($2::bigint[]) AND lease_owner = $3::text
+    RETURNING seq, state
+)
+SELECT seq, state FROM beat
+WHERE (SELECT count(*) FROM async_commit) >= 0
 `
 
 type JobHeartbeatParams struct {
@@ -328,7 +340,8 @@ type JobHeartbeatRow struct {
 }
 
 // Extends the lease of the jobs a worker runs. Returns those it still owns with their
-// state: a job missing was rescued away; a cancelled one must stop.
+// state: a job missing was rescued away; a cancelled one must stop. A heartbeat lost in a
+// crash costs nothing, so it does not wait for its WAL flush.
 func (q *Queries) JobHeartbeat(ctx context.Context, arg JobHeartbeatParams) ([]JobHeartbeatRow, error) {
 	rows, err := q.db.Query(ctx, jobHeartbeat, arg.LeaseMs, arg.Seqs, arg.Worker)
 	if err != nil {
@@ -350,10 +363,14 @@ func (q *Queries) JobHeartbeat(ctx context.Context, arg JobHeartbeatParams) ([]J
 }
 
 const jobSetProgress = `-- name: JobSetProgress :exec
+WITH async_commit AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+)
 UPDATE queue.jobs j
 SET progress = p.progress
 FROM (SELECT unnest($2::bigint[]) AS seq, unnest($3::integer[]) AS progress) p
 WHERE j.seq = p.seq AND j.state = 'active' AND j.lease_owner = $1::text
+  AND (SELECT count(*) FROM async_commit) >= 0
 `
 
 type JobSetProgressParams struct {
@@ -362,7 +379,8 @@ type JobSetProgressParams struct {
 	Progress []int32
 }
 
-// Writes the latest progress of running jobs (coalesced by the worker).
+// Writes the latest progress of running jobs (coalesced by the worker); like a
+// heartbeat, it need not wait for its WAL flush.
 func (q *Queries) JobSetProgress(ctx context.Context, arg JobSetProgressParams) error {
 	_, err := q.db.Exec(ctx, jobSetProgress, arg.Worker, arg.Seqs, arg.Progress)
 	return err

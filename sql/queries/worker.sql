@@ -1,8 +1,12 @@
 -- name: JobClaim :many
 -- Claims up to max runnable jobs for a worker, in the exact order of jobs_claim_idx,
 -- unless the queue is paused. The CTE is a fence: the UPDATE touches only the rows the
--- LIMIT picked.
-WITH picked AS MATERIALIZED (
+-- LIMIT picked. The claim commits without waiting for its WAL flush: a claim lost in a
+-- crash only leaves the job waiting, to be claimed again (DESIGN.md).
+WITH async_commit AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+),
+picked AS MATERIALIZED (
     SELECT seq
     FROM queue.jobs
     WHERE state = 'waiting'
@@ -29,6 +33,7 @@ audit AS (
     SELECT id, type, 'active', attempts_made, sqlc.arg(worker)::text FROM claimed
 )
 SELECT * FROM claimed
+WHERE (SELECT count(*) FROM async_commit) >= 0
 ORDER BY priority DESC, run_at, seq;
 
 -- name: JobFinishMany :many
@@ -115,18 +120,31 @@ WHERE (SELECT count(*) FROM wake) >= 0;
 
 -- name: JobHeartbeat :many
 -- Extends the lease of the jobs a worker runs. Returns those it still owns with their
--- state: a job missing was rescued away; a cancelled one must stop.
-UPDATE queue.jobs
-SET lease_expires_at = now() + sqlc.arg(lease_ms)::bigint * interval '1 millisecond'
-WHERE seq = ANY (sqlc.arg(seqs)::bigint[]) AND lease_owner = sqlc.arg(worker)::text
-RETURNING seq, state;
+-- state: a job missing was rescued away; a cancelled one must stop. A heartbeat lost in a
+-- crash costs nothing, so it does not wait for its WAL flush.
+WITH async_commit AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+),
+beat AS (
+    UPDATE queue.jobs
+    SET lease_expires_at = now() + sqlc.arg(lease_ms)::bigint * interval '1 millisecond'
+    WHERE seq = ANY (sqlc.arg(seqs)::bigint[]) AND lease_owner = sqlc.arg(worker)::text
+    RETURNING seq, state
+)
+SELECT seq, state FROM beat
+WHERE (SELECT count(*) FROM async_commit) >= 0;
 
 -- name: JobSetProgress :exec
--- Writes the latest progress of running jobs (coalesced by the worker).
+-- Writes the latest progress of running jobs (coalesced by the worker); like a
+-- heartbeat, it need not wait for its WAL flush.
+WITH async_commit AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+)
 UPDATE queue.jobs j
 SET progress = p.progress
 FROM (SELECT unnest(sqlc.arg(seqs)::bigint[]) AS seq, unnest(sqlc.arg(progress)::integer[]) AS progress) p
-WHERE j.seq = p.seq AND j.state = 'active' AND j.lease_owner = sqlc.arg(worker)::text;
+WHERE j.seq = p.seq AND j.state = 'active' AND j.lease_owner = sqlc.arg(worker)::text
+  AND (SELECT count(*) FROM async_commit) >= 0;
 
 -- name: JobHandBack :many
 -- At shutdown: jobs whose handlers did not finish in time go back to waiting and get
