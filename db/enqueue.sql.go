@@ -131,19 +131,21 @@ func (q *Queries) JobGetManyByID(ctx context.Context, ids []string) ([]QueueJob,
 
 const jobInsertMany = `-- name: JobInsertMany :many
 WITH input AS MATERIALIZED (
-    SELECT nextval('queue.job_seq') AS seq, g.ord,
-           ($1::text[])[g.ord] AS type,
-           ($2::jsonb[])[g.ord] AS data,
-           ($3::integer[])[g.ord] AS priority,
-           ($4::bigint[])[g.ord] AS delay_ms,
-           ($5::integer[])[g.ord] AS max_attempts,
-           ($6::text[])[g.ord] AS job_id,
-           ($7::text[])[g.ord] AS backoff_type,
-           ($8::integer[])[g.ord] AS backoff_delay_ms,
-           ($9::integer[])[g.ord] AS timeout_ms,
-           ($10::integer[])[g.ord] AS remove_on_complete,
-           ($11::integer[])[g.ord] AS remove_on_fail
-    FROM generate_series(1, cardinality($1::text[])) AS g(ord)
+    -- unnest walks each array once; subscripting text arrays row by row is quadratic.
+    SELECT nextval('queue.job_seq') AS seq, u.type, u.data, u.priority, u.delay_ms, u.max_attempts, u.job_id, u.backoff_type, u.backoff_delay_ms, u.timeout_ms, u.remove_on_complete, u.remove_on_fail
+    FROM (
+        SELECT unnest($1::text[]) AS type,
+               unnest($2::jsonb[]) AS data,
+               unnest($3::integer[]) AS priority,
+               unnest($4::bigint[]) AS delay_ms,
+               unnest($5::integer[]) AS max_attempts,
+               unnest($6::text[]) AS job_id,
+               unnest($7::text[]) AS backoff_type,
+               unnest($8::integer[]) AS backoff_delay_ms,
+               unnest($9::integer[]) AS timeout_ms,
+               unnest($10::integer[]) AS remove_on_complete,
+               unnest($11::integer[]) AS remove_on_fail
+    ) u
 ),
 inserted AS (
     INSERT INTO queue.jobs (seq, id, type, state, priority, data, max_attempts, backoff_type,
@@ -154,7 +156,7 @@ inserted AS (
            nullif(i.timeout_ms, 0), nullif(i.remove_on_complete, -2), nullif(i.remove_on_fail, -2),
            now() + i.delay_ms * interval '1 millisecond'
     FROM input i
-    ORDER BY i.ord
+    ORDER BY i.seq
     ON CONFLICT (id) DO NOTHING
     RETURNING seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at
 ),

@@ -58,7 +58,8 @@ CREATE TABLE queue.jobs (
 
     CONSTRAINT jobs_pkey PRIMARY KEY (seq),
     CONSTRAINT jobs_id_key UNIQUE (id),
-    CONSTRAINT jobs_id_format CHECK (id ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}$'),
+    -- Generated ids are the seq; only custom ids pay for the pattern.
+    CONSTRAINT jobs_id_format CHECK (id = seq::text OR id ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}$'),
     CONSTRAINT jobs_type_known CHECK (queue.job_type_known(type)),
     CONSTRAINT jobs_state_known CHECK (state IN ('waiting', 'delayed', 'active', 'completed', 'failed', 'cancelled')),
     CONSTRAINT jobs_priority_range CHECK (priority BETWEEN 1 AND 20),

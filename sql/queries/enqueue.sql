@@ -4,19 +4,21 @@
 -- order, so the rows come back in input order (skipped ones missing). Sentinels stand for "not given", since
 -- array elements cannot be NULL here: '' job id, 0 timeout, -2 retention.
 WITH input AS MATERIALIZED (
-    SELECT nextval('queue.job_seq') AS seq, g.ord,
-           (sqlc.arg(types)::text[])[g.ord] AS type,
-           (sqlc.arg(data)::jsonb[])[g.ord] AS data,
-           (sqlc.arg(priorities)::integer[])[g.ord] AS priority,
-           (sqlc.arg(delays_ms)::bigint[])[g.ord] AS delay_ms,
-           (sqlc.arg(max_attempts)::integer[])[g.ord] AS max_attempts,
-           (sqlc.arg(job_ids)::text[])[g.ord] AS job_id,
-           (sqlc.arg(backoff_types)::text[])[g.ord] AS backoff_type,
-           (sqlc.arg(backoff_delays_ms)::integer[])[g.ord] AS backoff_delay_ms,
-           (sqlc.arg(timeouts_ms)::integer[])[g.ord] AS timeout_ms,
-           (sqlc.arg(remove_on_completes)::integer[])[g.ord] AS remove_on_complete,
-           (sqlc.arg(remove_on_fails)::integer[])[g.ord] AS remove_on_fail
-    FROM generate_series(1, cardinality(sqlc.arg(types)::text[])) AS g(ord)
+    -- unnest walks each array once; subscripting text arrays row by row is quadratic.
+    SELECT nextval('queue.job_seq') AS seq, u.*
+    FROM (
+        SELECT unnest(sqlc.arg(types)::text[]) AS type,
+               unnest(sqlc.arg(data)::jsonb[]) AS data,
+               unnest(sqlc.arg(priorities)::integer[]) AS priority,
+               unnest(sqlc.arg(delays_ms)::bigint[]) AS delay_ms,
+               unnest(sqlc.arg(max_attempts)::integer[]) AS max_attempts,
+               unnest(sqlc.arg(job_ids)::text[]) AS job_id,
+               unnest(sqlc.arg(backoff_types)::text[]) AS backoff_type,
+               unnest(sqlc.arg(backoff_delays_ms)::integer[]) AS backoff_delay_ms,
+               unnest(sqlc.arg(timeouts_ms)::integer[]) AS timeout_ms,
+               unnest(sqlc.arg(remove_on_completes)::integer[]) AS remove_on_complete,
+               unnest(sqlc.arg(remove_on_fails)::integer[]) AS remove_on_fail
+    ) u
 ),
 inserted AS (
     INSERT INTO queue.jobs (seq, id, type, state, priority, data, max_attempts, backoff_type,
@@ -27,7 +29,7 @@ inserted AS (
            nullif(i.timeout_ms, 0), nullif(i.remove_on_complete, -2), nullif(i.remove_on_fail, -2),
            now() + i.delay_ms * interval '1 millisecond'
     FROM input i
-    ORDER BY i.ord
+    ORDER BY i.seq
     ON CONFLICT (id) DO NOTHING
     RETURNING *
 ),
