@@ -179,9 +179,16 @@ func (q *Queries) JobRescueExpired(ctx context.Context, arg JobRescueExpiredPara
 	return items, nil
 }
 
-const jobTrimFinished = `-- name: JobTrimFinished :execrows
-WITH doomed AS MATERIALIZED (
-    SELECT j.seq
+const jobTrimFinished = `-- name: JobTrimFinished :one
+WITH candidates AS MATERIALIZED (
+    SELECT j.seq, j.finished_at, r.keep,
+           j.lease_owner IS NULL AND (r.keep = 0 OR (r.keep > 0 AND (
+               SELECT count(*)
+               FROM (SELECT 1
+                     FROM queue.jobs n
+                     WHERE n.state = j.state AND (n.finished_at, n.seq) > (j.finished_at, j.seq)
+                     LIMIT r.keep) newer
+           ) >= r.keep)) AS doomed
     FROM queue.jobs j
     CROSS JOIN LATERAL (
         SELECT CASE WHEN j.state = 'completed'
@@ -189,45 +196,79 @@ WITH doomed AS MATERIALIZED (
                     ELSE coalesce(j.remove_on_fail, $2::integer) END AS keep
     ) r
     WHERE j.state = $3::text
-      AND j.lease_owner IS NULL -- a cancelled job's handler may still run
-      AND (r.keep = 0
-        OR (r.keep > 0 AND (
-            SELECT count(*)
-            FROM (SELECT 1
-                  FROM queue.jobs n
-                  WHERE n.state = j.state AND (n.finished_at, n.seq) > (j.finished_at, j.seq)
-                  LIMIT r.keep) newer
-        ) >= r.keep))
+      AND (j.finished_at, j.seq) > ($4::timestamptz, $5::bigint)
     ORDER BY j.finished_at, j.seq
-    LIMIT $4::integer
-    FOR UPDATE OF j SKIP LOCKED
+    LIMIT $6::integer
+    FOR UPDATE OF j
+),
+removed AS (
+    DELETE FROM queue.jobs j
+    USING candidates c
+    WHERE j.seq = c.seq AND c.doomed
+    RETURNING j.seq
+),
+last AS (
+    SELECT finished_at, seq FROM candidates ORDER BY finished_at DESC, seq DESC LIMIT 1
+),
+kept AS (
+    -- keep = -1 rows never go; every other kept row may, once newer ones arrive
+    SELECT finished_at, seq FROM candidates WHERE NOT doomed AND keep <> -1 ORDER BY finished_at, seq LIMIT 1
 )
-DELETE FROM queue.jobs j
-USING doomed d
-WHERE j.seq = d.seq
+SELECT (SELECT count(*) FROM removed)::bigint AS removed,
+       (SELECT count(*) FROM candidates)::bigint AS examined,
+       coalesce((SELECT finished_at FROM last), 'epoch')::timestamptz AS last_finished_at,
+       coalesce((SELECT seq FROM last), 0)::bigint AS last_seq,
+       coalesce((SELECT finished_at FROM kept), 'epoch')::timestamptz AS kept_finished_at,
+       coalesce((SELECT seq FROM kept), 0)::bigint AS kept_seq,
+       now()::timestamptz AS db_now
 `
 
 type JobTrimFinishedParams struct {
 	DefaultRemoveOnComplete int32
 	DefaultRemoveOnFail     int32
 	State                   string
+	AfterFinishedAt         time.Time
+	AfterSeq                int64
 	Max                     int32
 }
 
-// Retention of finished jobs of one state: removes those whose retention is 0 (remove
-// at once: cancelled jobs, and jobs finished by a rescue) and those with N newer finished
-// jobs of the same state (keep the N most recent). A NULL retention takes the defaults.
-func (q *Queries) JobTrimFinished(ctx context.Context, arg JobTrimFinishedParams) (int64, error) {
-	result, err := q.db.Exec(ctx, jobTrimFinished,
+type JobTrimFinishedRow struct {
+	Removed        int64
+	Examined       int64
+	LastFinishedAt time.Time
+	LastSeq        int64
+	KeptFinishedAt time.Time
+	KeptSeq        int64
+	DbNow          time.Time
+}
+
+// Retention of finished jobs of one state, oldest first from a cursor the leader keeps:
+// removes those whose retention is 0 (remove at once: cancelled jobs, jobs finished by a
+// rescue) and those with N newer finished jobs of the same state (keep the N most
+// recent). A NULL retention takes the defaults; a cancelled job whose handler still runs
+// waits. It returns where this batch ended, the oldest row it kept that may go later
+// (the next pass starts there), and the database clock.
+// The epoch and seq 0 stand for "none".
+func (q *Queries) JobTrimFinished(ctx context.Context, arg JobTrimFinishedParams) (JobTrimFinishedRow, error) {
+	row := q.db.QueryRow(ctx, jobTrimFinished,
 		arg.DefaultRemoveOnComplete,
 		arg.DefaultRemoveOnFail,
 		arg.State,
+		arg.AfterFinishedAt,
+		arg.AfterSeq,
 		arg.Max,
 	)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
+	var i JobTrimFinishedRow
+	err := row.Scan(
+		&i.Removed,
+		&i.Examined,
+		&i.LastFinishedAt,
+		&i.LastSeq,
+		&i.KeptFinishedAt,
+		&i.KeptSeq,
+		&i.DbNow,
+	)
+	return i, err
 }
 
 const maintenanceTryLead = `-- name: MaintenanceTryLead :one

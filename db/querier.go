@@ -17,7 +17,8 @@ type Querier interface {
 	JobCancel(ctx context.Context, id string) (JobCancelRow, error)
 	// Claims up to max runnable jobs for a worker, in the exact order of jobs_claim_idx,
 	// unless the queue is paused. The CTE is a fence: the UPDATE touches only the rows the
-	// LIMIT picked.
+	// LIMIT picked. The claim commits without waiting for its WAL flush: a claim lost in a
+	// crash only leaves the job waiting, to be claimed again (DESIGN.md).
 	JobClaim(ctx context.Context, arg JobClaimParams) ([]JobClaimRow, error)
 	// One bounded batch of clean: finished jobs of the given states that finished before
 	// now - older_than, oldest first, skipping rows a worker holds and cancelled jobs whose
@@ -42,7 +43,8 @@ type Querier interface {
 	// their attempt back; cancelled ones just give up the lease.
 	JobHandBack(ctx context.Context, arg JobHandBackParams) ([]int64, error)
 	// Extends the lease of the jobs a worker runs. Returns those it still owns with their
-	// state: a job missing was rescued away; a cancelled one must stop.
+	// state: a job missing was rescued away; a cancelled one must stop. A heartbeat lost in a
+	// crash costs nothing, so it does not wait for its WAL flush.
 	JobHeartbeat(ctx context.Context, arg JobHeartbeatParams) ([]JobHeartbeatRow, error)
 	// Inserts many jobs in one statement with their first audit rows. A job whose id exists
 	// already is skipped (the caller reads it back). Sequence numbers are drawn in input
@@ -68,12 +70,17 @@ type Querier interface {
 	// A failed job, or a cancelled one whose handler has returned (no lease), goes back to
 	// waiting with a fresh set of attempts; the errors of earlier attempts are kept.
 	JobRetry(ctx context.Context, id string) (JobRetryRow, error)
-	// Writes the latest progress of running jobs (coalesced by the worker).
+	// Writes the latest progress of running jobs (coalesced by the worker); like a
+	// heartbeat, it need not wait for its WAL flush.
 	JobSetProgress(ctx context.Context, arg JobSetProgressParams) error
-	// Retention of finished jobs of one state: removes those whose retention is 0 (remove
-	// at once: cancelled jobs, and jobs finished by a rescue) and those with N newer finished
-	// jobs of the same state (keep the N most recent). A NULL retention takes the defaults.
-	JobTrimFinished(ctx context.Context, arg JobTrimFinishedParams) (int64, error)
+	// Retention of finished jobs of one state, oldest first from a cursor the leader keeps:
+	// removes those whose retention is 0 (remove at once: cancelled jobs, jobs finished by a
+	// rescue) and those with N newer finished jobs of the same state (keep the N most
+	// recent). A NULL retention takes the defaults; a cancelled job whose handler still runs
+	// waits. It returns where this batch ended, the oldest row it kept that may go later
+	// (the next pass starts there), and the database clock.
+	// The epoch and seq 0 stand for "none".
+	JobTrimFinished(ctx context.Context, arg JobTrimFinishedParams) (JobTrimFinishedRow, error)
 	JobTypes(ctx context.Context) ([]string, error)
 	// Background passes, run by one leader worker at a time, each in bounded batches.
 	MaintenanceTryLead(ctx context.Context, key int64) (bool, error)

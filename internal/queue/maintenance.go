@@ -26,6 +26,8 @@ type Maintenance struct {
 	defaults        RetentionDefaults
 	eventsRetention time.Duration
 	conn            *pgxpool.Conn
+	trimCursors     map[string]trimCursor
+	trimPasses      int
 }
 
 // NewMaintenance prepares (but does not lead) the maintenance of one worker.
@@ -112,25 +114,75 @@ func (m *Maintenance) Rescue(ctx context.Context, now *time.Time) ([]RescuedJob,
 	}
 }
 
+// trimCursor is where the next retention pass of one state starts: every older row was
+// removed or is kept for good (retention false), so it is not read again.
+type trimCursor struct {
+	finishedAt time.Time
+	seq        int64
+}
+
+// Retention passes re-read rows finished in the last trimMargin (a finishing statement
+// may commit after a pass with a finished_at just before the cursor), and every
+// trimFullEvery passes start from the oldest row, to catch any such straggler.
+const (
+	trimMargin    = 200 * time.Millisecond
+	trimFullEvery = 60
+)
+
 // Trim applies retention to finished jobs (keep last N, remove at once) and returns how
-// many rows it removed.
+// many rows it removed. It reads only rows that may go: from a per-state cursor kept
+// between passes, so jobs kept for good, and the index entries of rows removed before,
+// are not walked again every pass.
 func (m *Maintenance) Trim(ctx context.Context) (int64, error) {
+	if m.trimCursors == nil || m.trimPasses%trimFullEvery == 0 {
+		m.trimCursors = map[string]trimCursor{}
+	}
+	m.trimPasses++
+	epoch := time.Unix(0, 0)
 	var total int64
 	for _, state := range []string{StateCompleted, StateFailed, StateCancelled} {
+		after, ok := m.trimCursors[state]
+		if !ok {
+			after = trimCursor{finishedAt: epoch}
+		}
+		var next *trimCursor
+		var last trimCursor
+		var dbNow time.Time
 		for {
-			n, err := db.New(m.conn).JobTrimFinished(ctx, db.JobTrimFinishedParams{
-				State: state, Max: maintenanceBatch,
+			r, err := db.New(m.conn).JobTrimFinished(ctx, db.JobTrimFinishedParams{
+				State: state, Max: maintenanceBatch, AfterFinishedAt: after.finishedAt, AfterSeq: after.seq,
 				DefaultRemoveOnComplete: int32(m.defaults.RemoveOnComplete),
 				DefaultRemoveOnFail:     int32(m.defaults.RemoveOnFail),
 			})
 			if err != nil {
+				delete(m.trimCursors, state)
 				return total, fmt.Errorf("trim %s jobs: %w", state, err)
 			}
-			total += n
-			if n < maintenanceBatch {
+			total += r.Removed
+			dbNow = r.DbNow
+			if next == nil && r.KeptSeq != 0 {
+				// Resume just before the oldest row that may still go.
+				next = &trimCursor{finishedAt: r.KeptFinishedAt, seq: r.KeptSeq - 1}
+			}
+			if r.LastSeq != 0 {
+				last = trimCursor{finishedAt: r.LastFinishedAt, seq: r.LastSeq}
+			}
+			if r.Examined < maintenanceBatch {
 				break
 			}
+			after = trimCursor{finishedAt: r.LastFinishedAt, seq: r.LastSeq}
 		}
+		cursor := after
+		switch {
+		case next != nil:
+			cursor = *next
+		case last.seq != 0:
+			cursor = last
+		}
+		if limit := dbNow.Add(-trimMargin); cursor.finishedAt.After(limit) {
+			cursor = trimCursor{finishedAt: limit}
+		}
+		m.trimCursors[state] = cursor
 	}
 	return total, nil
 }

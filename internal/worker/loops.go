@@ -181,6 +181,11 @@ func (w *Worker) maintain(ctx context.Context, m *queue.Maintenance, lastEventsT
 	if err := m.CompactCounts(ctx); err != nil {
 		return err
 	}
+	if vacuumed, err := m.VacuumIfNeeded(ctx); err != nil {
+		return err
+	} else if len(vacuumed) > 0 {
+		w.log.Debug("vacuumed", "tables", vacuumed)
+	}
 	if time.Since(*lastEventsTrim) >= eventsTrimInterval {
 		if _, err := m.TrimEvents(ctx); err != nil {
 			return err

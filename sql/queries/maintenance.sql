@@ -78,12 +78,22 @@ wake AS (
 SELECT seq FROM promoted
 WHERE (SELECT count(*) FROM wake) >= 0;
 
--- name: JobTrimFinished :execrows
--- Retention of finished jobs of one state: removes those whose retention is 0 (remove
--- at once: cancelled jobs, and jobs finished by a rescue) and those with N newer finished
--- jobs of the same state (keep the N most recent). A NULL retention takes the defaults.
-WITH doomed AS MATERIALIZED (
-    SELECT j.seq
+-- name: JobTrimFinished :one
+-- Retention of finished jobs of one state, oldest first from a cursor the leader keeps:
+-- removes those whose retention is 0 (remove at once: cancelled jobs, jobs finished by a
+-- rescue) and those with N newer finished jobs of the same state (keep the N most
+-- recent). A NULL retention takes the defaults; a cancelled job whose handler still runs
+-- waits. It returns where this batch ended, the oldest row it kept that may go later
+-- (the next pass starts there), and the database clock.
+WITH candidates AS MATERIALIZED (
+    SELECT j.seq, j.finished_at, r.keep,
+           j.lease_owner IS NULL AND (r.keep = 0 OR (r.keep > 0 AND (
+               SELECT count(*)
+               FROM (SELECT 1
+                     FROM queue.jobs n
+                     WHERE n.state = j.state AND (n.finished_at, n.seq) > (j.finished_at, j.seq)
+                     LIMIT r.keep) newer
+           ) >= r.keep)) AS doomed
     FROM queue.jobs j
     CROSS JOIN LATERAL (
         SELECT CASE WHEN j.state = 'completed'
@@ -91,22 +101,32 @@ WITH doomed AS MATERIALIZED (
                     ELSE coalesce(j.remove_on_fail, sqlc.arg(default_remove_on_fail)::integer) END AS keep
     ) r
     WHERE j.state = sqlc.arg(state)::text
-      AND j.lease_owner IS NULL -- a cancelled job's handler may still run
-      AND (r.keep = 0
-        OR (r.keep > 0 AND (
-            SELECT count(*)
-            FROM (SELECT 1
-                  FROM queue.jobs n
-                  WHERE n.state = j.state AND (n.finished_at, n.seq) > (j.finished_at, j.seq)
-                  LIMIT r.keep) newer
-        ) >= r.keep))
+      AND (j.finished_at, j.seq) > (sqlc.arg(after_finished_at)::timestamptz, sqlc.arg(after_seq)::bigint)
     ORDER BY j.finished_at, j.seq
     LIMIT sqlc.arg(max)::integer
-    FOR UPDATE OF j SKIP LOCKED
+    FOR UPDATE OF j
+),
+removed AS (
+    DELETE FROM queue.jobs j
+    USING candidates c
+    WHERE j.seq = c.seq AND c.doomed
+    RETURNING j.seq
+),
+last AS (
+    SELECT finished_at, seq FROM candidates ORDER BY finished_at DESC, seq DESC LIMIT 1
+),
+kept AS (
+    -- keep = -1 rows never go; every other kept row may, once newer ones arrive
+    SELECT finished_at, seq FROM candidates WHERE NOT doomed AND keep <> -1 ORDER BY finished_at, seq LIMIT 1
 )
-DELETE FROM queue.jobs j
-USING doomed d
-WHERE j.seq = d.seq;
+-- The epoch and seq 0 stand for "none".
+SELECT (SELECT count(*) FROM removed)::bigint AS removed,
+       (SELECT count(*) FROM candidates)::bigint AS examined,
+       coalesce((SELECT finished_at FROM last), 'epoch')::timestamptz AS last_finished_at,
+       coalesce((SELECT seq FROM last), 0)::bigint AS last_seq,
+       coalesce((SELECT finished_at FROM kept), 'epoch')::timestamptz AS kept_finished_at,
+       coalesce((SELECT seq FROM kept), 0)::bigint AS kept_seq,
+       now()::timestamptz AS db_now;
 
 -- name: JobEventsTrim :execrows
 -- Audit rows older than the retention, oldest first, in bounded batches.
