@@ -17,6 +17,8 @@ WITH doomed AS MATERIALIZED (
     SELECT seq
     FROM queue.jobs
     WHERE state = ANY ($1::text[])
+      -- Spelled out so that a generic plan still proves jobs_finished_idx's predicate.
+      AND state IN ('completed', 'failed', 'cancelled')
       AND finished_at < coalesce($2::timestamptz, now())
                         - $3::bigint * interval '1 millisecond'
       AND lease_owner IS NULL

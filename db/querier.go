@@ -53,6 +53,8 @@ type Querier interface {
 	JobInsertMany(ctx context.Context, arg JobInsertManyParams) ([]JobInsertManyRow, error)
 	// The newest audit row of a job id: how a job that retention removed ended.
 	JobLastEvent(ctx context.Context, jobID string) (JobLastEventRow, error)
+	// Who holds the given jobs now, without locking: for rows a heartbeat skipped.
+	JobLeaseState(ctx context.Context, seqs []int64) ([]JobLeaseStateRow, error)
 	// Operations of the API's admin routes: listing, retry, removal, clean, and the audit
 	// trail's last word on a job that no longer exists.
 	// Newest first by seq. The cursor is the seq of the last job of the previous page, so a

@@ -319,10 +319,16 @@ WITH async_commit AS (
     SELECT set_config('synchronous_commit', 'off', true)
 ),
 beat AS (
-    UPDATE queue.jobs
+    -- SKIP LOCKED: a row being finished (or cancelled) right now is not waited for, so a
+    -- heartbeat never deadlocks with a finish; the worker looks such rows up afterwards.
+    UPDATE queue.jobs j
     SET lease_expires_at = now() + $1::bigint * interval '1 millisecond'
-    WHERE seq = ANY ($2::bigint[]) AND lease_owner = $3::text
-    RETURNING seq, state
+    FROM (SELECT seq FROM queue.jobs
+          WHERE seq = ANY ($2::bigint[]) AND lease_owner = $3::text
+          ORDER BY seq
+          FOR UPDATE SKIP LOCKED) mine
+    WHERE j.seq = mine.seq
+    RETURNING j.seq, j.state
 )
 SELECT seq, state FROM beat
 WHERE (SELECT count(*) FROM async_commit) >= 0
@@ -362,26 +368,62 @@ func (q *Queries) JobHeartbeat(ctx context.Context, arg JobHeartbeatParams) ([]J
 	return items, nil
 }
 
+const jobLeaseState = `-- name: JobLeaseState :many
+SELECT seq, state, lease_owner FROM queue.jobs WHERE seq = ANY ($1::bigint[])
+`
+
+type JobLeaseStateRow struct {
+	Seq        int64
+	State      string
+	LeaseOwner *string
+}
+
+// Who holds the given jobs now, without locking: for rows a heartbeat skipped.
+func (q *Queries) JobLeaseState(ctx context.Context, seqs []int64) ([]JobLeaseStateRow, error) {
+	rows, err := q.db.Query(ctx, jobLeaseState, seqs)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []JobLeaseStateRow{}
+	for rows.Next() {
+		var i JobLeaseStateRow
+		if err := rows.Scan(&i.Seq, &i.State, &i.LeaseOwner); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const jobSetProgress = `-- name: JobSetProgress :exec
 WITH async_commit AS (
     SELECT set_config('synchronous_commit', 'off', true)
 )
 UPDATE queue.jobs j
 SET progress = p.progress
-FROM (SELECT unnest($2::bigint[]) AS seq, unnest($3::integer[]) AS progress) p
-WHERE j.seq = p.seq AND j.state = 'active' AND j.lease_owner = $1::text
+FROM (SELECT unnest($1::bigint[]) AS seq, unnest($3::integer[]) AS progress) p
+WHERE j.seq = p.seq
+  -- a row being finished is skipped (its progress no longer matters), never waited for
+  AND j.seq IN (SELECT seq FROM queue.jobs
+                WHERE seq = ANY ($1::bigint[]) AND state = 'active'
+                  AND lease_owner = $2::text
+                FOR UPDATE SKIP LOCKED)
   AND (SELECT count(*) FROM async_commit) >= 0
 `
 
 type JobSetProgressParams struct {
-	Worker   string
 	Seqs     []int64
+	Worker   string
 	Progress []int32
 }
 
 // Writes the latest progress of running jobs (coalesced by the worker); like a
 // heartbeat, it need not wait for its WAL flush.
 func (q *Queries) JobSetProgress(ctx context.Context, arg JobSetProgressParams) error {
-	_, err := q.db.Exec(ctx, jobSetProgress, arg.Worker, arg.Seqs, arg.Progress)
+	_, err := q.db.Exec(ctx, jobSetProgress, arg.Seqs, arg.Worker, arg.Progress)
 	return err
 }

@@ -119,15 +119,35 @@ func RetryDelay(b Backoff, attempt int) time.Duration {
 }
 
 // Heartbeat extends the leases of the given jobs and returns the state of each job the
-// worker still owns.
+// worker still owns. Rows locked at that moment (being finished or cancelled) are not
+// waited for; they are looked up instead, so they are not taken for lost.
 func (c *Client) Heartbeat(ctx context.Context, worker string, seqs []int64, lease time.Duration) (map[int64]string, error) {
-	rows, err := db.New(c.pool).JobHeartbeat(ctx, db.JobHeartbeatParams{Seqs: seqs, Worker: worker, LeaseMs: lease.Milliseconds()})
+	q := db.New(c.pool)
+	rows, err := q.JobHeartbeat(ctx, db.JobHeartbeatParams{Seqs: seqs, Worker: worker, LeaseMs: lease.Milliseconds()})
 	if err != nil {
 		return nil, fmt.Errorf("heartbeat: %w", err)
 	}
 	out := make(map[int64]string, len(rows))
 	for _, r := range rows {
 		out[r.Seq] = r.State
+	}
+	var skipped []int64
+	for _, s := range seqs {
+		if _, ok := out[s]; !ok {
+			skipped = append(skipped, s)
+		}
+	}
+	if len(skipped) == 0 {
+		return out, nil
+	}
+	held, err := q.JobLeaseState(ctx, skipped)
+	if err != nil {
+		return nil, fmt.Errorf("heartbeat: %w", err)
+	}
+	for _, r := range held {
+		if r.LeaseOwner != nil && *r.LeaseOwner == worker {
+			out[r.Seq] = r.State
+		}
 	}
 	return out, nil
 }

@@ -52,6 +52,8 @@ WITH doomed AS MATERIALIZED (
     SELECT seq
     FROM queue.jobs
     WHERE state = ANY (sqlc.arg(states)::text[])
+      -- Spelled out so that a generic plan still proves jobs_finished_idx's predicate.
+      AND state IN ('completed', 'failed', 'cancelled')
       AND finished_at < coalesce(sqlc.narg(now)::timestamptz, now())
                         - sqlc.arg(older_than_ms)::bigint * interval '1 millisecond'
       AND lease_owner IS NULL

@@ -86,14 +86,7 @@ WHERE (SELECT count(*) FROM wake) >= 0;
 -- waits. It returns where this batch ended, the oldest row it kept that may go later
 -- (the next pass starts there), and the database clock.
 WITH candidates AS MATERIALIZED (
-    SELECT j.seq, j.finished_at, r.keep,
-           j.lease_owner IS NULL AND (r.keep = 0 OR (r.keep > 0 AND (
-               SELECT count(*)
-               FROM (SELECT 1
-                     FROM queue.jobs n
-                     WHERE n.state = j.state AND (n.finished_at, n.seq) > (j.finished_at, j.seq)
-                     LIMIT r.keep) newer
-           ) >= r.keep)) AS doomed
+    SELECT j.seq, j.finished_at, r.keep, j.lease_owner IS NULL AS idle
     FROM queue.jobs j
     CROSS JOIN LATERAL (
         SELECT CASE WHEN j.state = 'completed'
@@ -101,15 +94,38 @@ WITH candidates AS MATERIALIZED (
                     ELSE coalesce(j.remove_on_fail, sqlc.arg(default_remove_on_fail)::integer) END AS keep
     ) r
     WHERE j.state = sqlc.arg(state)::text
+      -- Spelled out so that a generic plan (state is a parameter) still proves
+      -- jobs_finished_idx's predicate and walks it.
+      AND j.state IN ('completed', 'failed', 'cancelled')
       AND (j.finished_at, j.seq) > (sqlc.arg(after_finished_at)::timestamptz, sqlc.arg(after_seq)::bigint)
     ORDER BY j.finished_at, j.seq
     LIMIT sqlc.arg(max)::integer
     FOR UPDATE OF j
 ),
+bounds AS MATERIALIZED (
+    -- For each keep value N in the batch, the N-th most recent finished row of the state:
+    -- a row with that value goes when it is older. One short index walk per value.
+    SELECT k.keep, b.finished_at, b.seq
+    FROM (SELECT DISTINCT keep FROM candidates WHERE keep > 0) k
+    CROSS JOIN LATERAL (
+        SELECT n.finished_at, n.seq
+        FROM queue.jobs n
+        WHERE n.state = sqlc.arg(state)::text AND n.state IN ('completed', 'failed', 'cancelled')
+        ORDER BY n.finished_at DESC, n.seq DESC
+        OFFSET k.keep - 1 LIMIT 1
+    ) b
+),
+judged AS MATERIALIZED (
+    SELECT c.seq, c.finished_at, c.keep,
+           c.idle AND (c.keep = 0 OR EXISTS (
+               SELECT 1 FROM bounds b
+               WHERE b.keep = c.keep AND (c.finished_at, c.seq) < (b.finished_at, b.seq))) AS doomed
+    FROM candidates c
+),
 removed AS (
+    -- = ANY(array) walks the primary key; a join here tends to hash the whole table.
     DELETE FROM queue.jobs j
-    USING candidates c
-    WHERE j.seq = c.seq AND c.doomed
+    WHERE j.seq = ANY (ARRAY(SELECT seq FROM judged WHERE doomed))
     RETURNING j.seq
 ),
 last AS (
@@ -117,7 +133,7 @@ last AS (
 ),
 kept AS (
     -- keep = -1 rows never go; every other kept row may, once newer ones arrive
-    SELECT finished_at, seq FROM candidates WHERE NOT doomed AND keep <> -1 ORDER BY finished_at, seq LIMIT 1
+    SELECT finished_at, seq FROM judged WHERE NOT doomed AND keep <> -1 ORDER BY finished_at, seq LIMIT 1
 )
 -- The epoch and seq 0 stand for "none".
 SELECT (SELECT count(*) FROM removed)::bigint AS removed,

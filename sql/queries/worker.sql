@@ -126,10 +126,16 @@ WITH async_commit AS (
     SELECT set_config('synchronous_commit', 'off', true)
 ),
 beat AS (
-    UPDATE queue.jobs
+    -- SKIP LOCKED: a row being finished (or cancelled) right now is not waited for, so a
+    -- heartbeat never deadlocks with a finish; the worker looks such rows up afterwards.
+    UPDATE queue.jobs j
     SET lease_expires_at = now() + sqlc.arg(lease_ms)::bigint * interval '1 millisecond'
-    WHERE seq = ANY (sqlc.arg(seqs)::bigint[]) AND lease_owner = sqlc.arg(worker)::text
-    RETURNING seq, state
+    FROM (SELECT seq FROM queue.jobs
+          WHERE seq = ANY (sqlc.arg(seqs)::bigint[]) AND lease_owner = sqlc.arg(worker)::text
+          ORDER BY seq
+          FOR UPDATE SKIP LOCKED) mine
+    WHERE j.seq = mine.seq
+    RETURNING j.seq, j.state
 )
 SELECT seq, state FROM beat
 WHERE (SELECT count(*) FROM async_commit) >= 0;
@@ -143,7 +149,12 @@ WITH async_commit AS (
 UPDATE queue.jobs j
 SET progress = p.progress
 FROM (SELECT unnest(sqlc.arg(seqs)::bigint[]) AS seq, unnest(sqlc.arg(progress)::integer[]) AS progress) p
-WHERE j.seq = p.seq AND j.state = 'active' AND j.lease_owner = sqlc.arg(worker)::text
+WHERE j.seq = p.seq
+  -- a row being finished is skipped (its progress no longer matters), never waited for
+  AND j.seq IN (SELECT seq FROM queue.jobs
+                WHERE seq = ANY (sqlc.arg(seqs)::bigint[]) AND state = 'active'
+                  AND lease_owner = sqlc.arg(worker)::text
+                FOR UPDATE SKIP LOCKED)
   AND (SELECT count(*) FROM async_commit) >= 0;
 
 -- name: JobHandBack :many
@@ -172,3 +183,7 @@ SELECT seq FROM back
 UNION ALL
 SELECT seq FROM released
 WHERE (SELECT count(*) FROM wake) >= 0;
+
+-- name: JobLeaseState :many
+-- Who holds the given jobs now, without locking: for rows a heartbeat skipped.
+SELECT seq, state, lease_owner FROM queue.jobs WHERE seq = ANY (sqlc.arg(seqs)::bigint[]);
