@@ -49,3 +49,8 @@ bench:
 
 bench-ceiling:
 	./scripts/bench-ceiling.sh
+
+# The full fault suite of internal/faults (make test runs its short mode).
+.PHONY: faults
+faults:
+	FAULTS_FULL=1 go test -count=1 -v -timeout 30m ./internal/faults/
