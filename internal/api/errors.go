@@ -3,10 +3,14 @@ package api
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"strings"
 
 	"github.com/gin-gonic/gin"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgqueue/queue/internal/queue"
 )
@@ -120,6 +124,11 @@ func respondError(c *gin.Context, err error) {
 	case errors.Is(err, context.DeadlineExceeded):
 		status, body = http.StatusServiceUnavailable, errorPayload{Code: codeUnavailable,
 			Message: "the database did not answer in time"}
+	case databaseUnreachable(err):
+		// Nothing was stored: the client may retry (with a jobId, safely).
+		status, body = http.StatusServiceUnavailable, errorPayload{Code: codeUnavailable,
+			Message: "the database is unavailable; retry later"}
+		logger(c).Warn("database unavailable", "err", err, "request_id", requestID(c))
 	default:
 		body.Message = "internal error (request id " + requestID(c) + ")"
 		logger(c).Error("request failed", "err", err, "request_id", requestID(c), "route", c.FullPath())
@@ -164,4 +173,19 @@ func logger(c *gin.Context) *slog.Logger {
 		return l.(*slog.Logger)
 	}
 	return slog.Default()
+}
+
+// databaseUnreachable reports a lost or refused database connection, or a server that is
+// shutting down or starting: a transient outage, not a bug.
+func databaseUnreachable(err error) bool {
+	var connect *pgconn.ConnectError
+	var pg *pgconn.PgError
+	var netErr net.Error
+	switch {
+	case errors.As(err, &connect), errors.As(err, &netErr), errors.Is(err, io.ErrUnexpectedEOF):
+		return true
+	case errors.As(err, &pg):
+		return strings.HasPrefix(pg.Code, "08") || pg.Code == "57P01" || pg.Code == "57P02" || pg.Code == "57P03"
+	}
+	return pgconn.SafeToRetry(err)
 }

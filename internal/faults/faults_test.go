@@ -129,6 +129,8 @@ type system struct {
 	apiURL  string
 	api     *proc
 	workers []*proc
+	// answers 500 to a submission: a database outage must be 503, never 500
+	internalErrors atomic.Int64
 }
 
 // newSystem prepares the environment of the processes; nothing runs yet.
@@ -206,6 +208,9 @@ func (s *system) submitBulk(ctx context.Context, ids []string) (failures int) {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusCreated {
 				return failures
+			}
+			if resp.StatusCode == http.StatusInternalServerError {
+				s.internalErrors.Add(1)
 			}
 			require.NotEqual(s.t, http.StatusBadRequest, resp.StatusCode, "the bulk body is valid")
 		}
@@ -322,6 +327,7 @@ func TestPostgresRestarts(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, 200, resp.StatusCode, "the API reconnected by itself")
+	require.Zero(t, s.internalErrors.Load(), "submissions during the outage were answered 503, not 500")
 	report(t, "postgres restarts: jobs=%d restarts=%d lost=0 failed=0 ran_twice=%d rejected_submissions_retried=%d", total, restarts, twice, failed.Load())
 }
 
@@ -396,7 +402,7 @@ func TestRedisLost(t *testing.T) {
 	var seen atomic.Bool
 	go func() {
 		for line := range events {
-			if strings.Contains(line, `"redis-after"`) && strings.Contains(line, `"completed"`) {
+			if strings.Contains(line, `"redis-after-`) && strings.Contains(line, `"completed"`) {
 				seen.Store(true)
 			}
 		}
