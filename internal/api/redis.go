@@ -59,8 +59,9 @@ func (c resultCache) Forget(ctx context.Context, ids []string) error {
 
 type hubSource struct{ h *results.Hub }
 
-// subscriberBuffer is how far a stream may fall behind before it is cut off.
-const subscriberBuffer = 256
+// subscriberBuffer is how far a stream may fall behind before it is cut off: roomy
+// enough for the burst of events that workers flush when Redis comes back.
+const subscriberBuffer = 4096
 
 func (s hubSource) Live() bool { return s.h.Healthy() }
 
