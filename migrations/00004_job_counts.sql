@@ -6,6 +6,10 @@
 -- not per row, and nothing contends: deltas are appended, never updated in place.
 
 -- +goose Up
+-- No write may slip between the initial count and the triggers (goose runs this file in
+-- one transaction; the lock holds until its end).
+LOCK TABLE queue.jobs IN SHARE ROW EXCLUSIVE MODE;
+
 CREATE TABLE queue.job_counts (
     state text   NOT NULL,
     type  text   NOT NULL,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -74,7 +75,7 @@ func (c *Client) Finish(ctx context.Context, worker string, defaults RetentionDe
 	for i, o := range outcomes {
 		p.Seqs[i], p.Attempts[i], p.Ok[i], p.Results[i] = o.Seq, int32(o.Attempt), o.OK, o.Result
 		if !o.OK {
-			p.Messages[i] = TruncateMessage(o.Message)
+			p.Messages[i] = StorableMessage(o.Message)
 			p.RetryMs[i] = -1
 			if o.RetryIn >= 0 {
 				p.RetryMs[i] = o.RetryIn.Milliseconds()
@@ -92,8 +93,11 @@ func (c *Client) Finish(ctx context.Context, worker string, defaults RetentionDe
 	return out, nil
 }
 
-// TruncateMessage cuts an error message to MaxErrorMessage bytes on a rune boundary.
-func TruncateMessage(s string) string {
+// StorableMessage makes an error message storable in text: valid UTF-8, no NUL (which
+// Postgres refuses, failing the whole batch it is in), at most MaxErrorMessage bytes cut
+// on a rune boundary.
+func StorableMessage(s string) string {
+	s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
 	if len(s) <= MaxErrorMessage {
 		return s
 	}

@@ -39,7 +39,7 @@ func (o *WorkerObserver) JobFinished(j *queue.Job, state string, result []byte, 
 		if state == queue.StateCompleted {
 			s.Result, s.Progress = result, 100
 		} else {
-			msg := queue.TruncateMessage(errMsg)
+			msg := queue.StorableMessage(errMsg)
 			s.Error = &msg
 			s.Errors = append(append([]queue.AttemptError(nil), j.Errors...),
 				queue.AttemptError{Attempt: j.AttemptsMade, Message: msg, At: now.UTC().Format(queue.TimeFormat)})

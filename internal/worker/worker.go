@@ -10,13 +10,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgqueue/queue/internal/jobs"
@@ -204,7 +207,11 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 			}
 			continue
 		}
-		claimed, err := w.client.Claim(ctx, w.cfg.ID, w.types, free, w.cfg.Lease)
+		// Not the run context: a claim cut off by SIGTERM may still commit, leaving jobs
+		// active under this worker that it would never run, heartbeat or hand back.
+		claimCtx, cancelClaim := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.Lease)
+		claimed, err := w.client.Claim(claimCtx, w.cfg.ID, w.types, free, w.cfg.Lease)
+		cancelClaim()
 		if err != nil {
 			if ctx.Err() == nil {
 				failures.warn(w.log, "claim failed; retrying", "err", err, "retry_in", backoff)
@@ -267,6 +274,10 @@ func (w *Worker) start(job queue.Job) {
 	r.progress.Store(-1)
 	r.observed.Store(-1)
 	w.mu.Lock()
+	if stale := w.running[job.Seq]; stale != nil {
+		// This worker lost the job's lease (rescued) and claimed it again.
+		stale.cancel(ErrLeaseLost)
+	}
 	w.running[job.Seq] = r
 	w.mu.Unlock()
 	if w.cfg.Observer != nil {
@@ -302,11 +313,14 @@ func (w *Worker) execute(ctx context.Context, r *run) queue.Outcome {
 	}
 	if err == nil {
 		b, merr := json.Marshal(result)
+		_, storable := queue.ScanJSON(b)
 		switch {
 		case merr != nil:
 			err = jobs.Permanentf("result is not JSON: %v", merr)
 		case len(b) > queue.MaxResultBytes:
 			err = jobs.Permanentf("result is %d bytes, more than the 1 MiB allowed", len(b))
+		case !storable:
+			err = jobs.Permanentf(`result contains \u0000, which Postgres cannot store`)
 		default:
 			out.OK, out.Result = true, b
 			return out
@@ -384,6 +398,7 @@ func (w *Worker) flush(defaults queue.RetentionDefaults, batch []finished) {
 		outcomes[i] = f.outcome
 	}
 	var states map[int64]string
+	recorded := map[int64]string{} // outcomes written one by one after a data error
 	deadline := time.Now().Add(w.cfg.Lease + w.cfg.ShutdownTimeout)
 	for attempt := 0; ; attempt++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -393,6 +408,11 @@ func (w *Worker) flush(defaults queue.RetentionDefaults, batch []finished) {
 		if err == nil {
 			break
 		}
+		if unstorable(err) {
+			// One outcome Postgres refuses must not sink the batch: fail it alone.
+			outcomes = w.isolateUnstorable(defaults, outcomes, recorded)
+			continue
+		}
 		if time.Now().After(deadline) {
 			w.log.Error("could not record job outcomes; their leases expired and they will be rescued", "jobs", len(batch), "err", err)
 			states = nil
@@ -401,9 +421,15 @@ func (w *Worker) flush(defaults queue.RetentionDefaults, batch []finished) {
 		w.log.Warn("recording job outcomes failed; retrying", "jobs", len(batch), "err", err)
 		time.Sleep(min(time.Duration(attempt+1)*100*time.Millisecond, 2*time.Second))
 	}
+	if len(recorded) > 0 {
+		if states == nil {
+			states = map[int64]string{}
+		}
+		maps.Copy(states, recorded)
+	}
 	w.mu.Lock()
 	for _, f := range batch {
-		delete(w.running, f.outcome.Seq)
+		w.forgetLocked(f.run)
 	}
 	w.mu.Unlock()
 	for _, f := range batch {
@@ -467,7 +493,7 @@ func (w *Worker) shutdown() {
 	case <-timer.C:
 	}
 	var seqs []int64
-	var reporting []*run
+	var reporting, handedBack []*run
 	w.mu.Lock()
 	for _, r := range w.running {
 		if r.reported {
@@ -475,6 +501,7 @@ func (w *Worker) shutdown() {
 			continue
 		}
 		r.handedBack = true
+		handedBack = append(handedBack, r)
 		seqs = append(seqs, r.job.Seq)
 		r.cancel(ErrShutdown)
 	}
@@ -492,8 +519,45 @@ func (w *Worker) shutdown() {
 		w.log.Warn("handed back unfinished jobs", "jobs", n)
 	}
 	w.mu.Lock()
-	for _, s := range seqs {
-		delete(w.running, s)
+	for _, r := range handedBack {
+		w.forgetLocked(r)
 	}
 	w.mu.Unlock()
+}
+
+// forgetLocked drops a run, unless its job was claimed again since by a newer run.
+func (w *Worker) forgetLocked(r *run) {
+	if w.running[r.job.Seq] == r {
+		delete(w.running, r.job.Seq)
+	}
+}
+
+// unstorable reports a data error (SQLSTATE class 22): retrying the same values cannot
+// succeed.
+func unstorable(err error) bool {
+	var pg *pgconn.PgError
+	return errors.As(err, &pg) && strings.HasPrefix(pg.Code, "22")
+}
+
+// isolateUnstorable writes the outcomes one by one and returns those still to write: an
+// outcome Postgres refuses becomes a permanent failure of its job, without result.
+func (w *Worker) isolateUnstorable(defaults queue.RetentionDefaults, outcomes []queue.Outcome, recorded map[int64]string) []queue.Outcome {
+	var rest []queue.Outcome
+	for _, o := range outcomes {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		states, err := w.client.Finish(ctx, w.cfg.ID, defaults, []queue.Outcome{o})
+		cancel()
+		switch {
+		case err == nil:
+			maps.Copy(recorded, states)
+			continue
+		case unstorable(err):
+			w.log.Error("job outcome cannot be stored; failing the job", "seq", o.Seq, "err", err)
+			rest = append(rest, queue.Outcome{Seq: o.Seq, Attempt: o.Attempt, RetryIn: -1,
+				Message: "the job's outcome could not be stored: " + queue.StorableMessage(err.Error())})
+		default:
+			rest = append(rest, o)
+		}
+	}
+	return rest
 }

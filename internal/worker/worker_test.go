@@ -578,3 +578,50 @@ func TestRescueFailsJobWithoutAttemptsLeft(t *testing.T) {
 	require.Contains(t, *f.Error, "lease expired")
 	require.NotNil(t, f.FinishedAt)
 }
+
+// A handler whose result or error Postgres cannot store (a NUL) fails alone: the other
+// jobs finished in the same batch are recorded, none runs twice.
+func TestUnstorableOutcomeDoesNotSinkTheBatch(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var runs atomic.Int32
+	reg := registry(func(ctx context.Context, j *jobs.Job) (any, error) {
+		runs.Add(1)
+		var d struct{ Mode string }
+		_ = json.Unmarshal(j.Data, &d)
+		switch d.Mode {
+		case "nul-result":
+			return map[string]string{"text": "a\x00b"}, nil
+		case "nul-error":
+			return nil, jobs.Permanent(errors.New("bad \x00 byte and \xff invalid UTF-8"))
+		}
+		return "fine", nil
+	})
+	cfg := testConfig()
+	cfg.Concurrency = 8
+	b.startWorker(t, reg, cfg)
+	var ids []string
+	for i := range 12 {
+		mode := ""
+		switch i % 4 {
+		case 1:
+			mode = "nul-result"
+		case 2:
+			mode = "nul-error"
+		}
+		ids = append(ids, b.enqueue(t, job(fmt.Sprintf(`{"mode":%q}`, mode), queue.Options{Attempts: ptr(1)})).ID)
+	}
+	for i, id := range ids {
+		switch i % 4 {
+		case 1:
+			f := b.waitState(t, id, queue.StateFailed)
+			require.Contains(t, *f.Error, `\u0000`)
+		case 2:
+			f := b.waitState(t, id, queue.StateFailed)
+			require.Equal(t, "bad  byte and \uFFFD invalid UTF-8", *f.Error)
+		default:
+			b.waitState(t, id, queue.StateCompleted)
+		}
+	}
+	require.Equal(t, int32(len(ids)), runs.Load(), "every job ran exactly once")
+}

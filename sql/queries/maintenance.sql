@@ -100,7 +100,6 @@ WITH candidates AS MATERIALIZED (
       AND (j.finished_at, j.seq) > (sqlc.arg(after_finished_at)::timestamptz, sqlc.arg(after_seq)::bigint)
     ORDER BY j.finished_at, j.seq
     LIMIT sqlc.arg(max)::integer
-    FOR UPDATE OF j
 ),
 bounds AS MATERIALIZED (
     -- For each keep value N in the batch, the N-th most recent finished row of the state:
@@ -123,9 +122,12 @@ judged AS MATERIALIZED (
     FROM candidates c
 ),
 removed AS (
+    -- Candidates are not locked (most are kept, and locking writes every one of them);
+    -- the delete checks again that the row is still finished and idle.
     -- = ANY(array) walks the primary key; a join here tends to hash the whole table.
     DELETE FROM queue.jobs j
     WHERE j.seq = ANY (ARRAY(SELECT seq FROM judged WHERE doomed))
+      AND j.state = sqlc.arg(state)::text AND j.lease_owner IS NULL
     RETURNING j.seq
 ),
 last AS (
