@@ -56,7 +56,7 @@ audit AS (
 wake AS (
     SELECT pg_notify('queue_jobs', '') WHERE EXISTS (SELECT 1 FROM promoted)
 )
-SELECT seq FROM promoted
+SELECT id, type FROM promoted
 WHERE (SELECT count(*) FROM wake) >= 0
 `
 
@@ -66,20 +66,25 @@ type JobPromoteDueParams struct {
 	Worker string
 }
 
+type JobPromoteDueRow struct {
+	ID   string
+	Type string
+}
+
 // Delayed jobs (future run time or retry backoff) whose time has come become waiting.
-func (q *Queries) JobPromoteDue(ctx context.Context, arg JobPromoteDueParams) ([]int64, error) {
+func (q *Queries) JobPromoteDue(ctx context.Context, arg JobPromoteDueParams) ([]JobPromoteDueRow, error) {
 	rows, err := q.db.Query(ctx, jobPromoteDue, arg.Now, arg.Max, arg.Worker)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	items := []int64{}
+	items := []JobPromoteDueRow{}
 	for rows.Next() {
-		var seq int64
-		if err := rows.Scan(&seq); err != nil {
+		var i JobPromoteDueRow
+		if err := rows.Scan(&i.ID, &i.Type); err != nil {
 			return nil, err
 		}
-		items = append(items, seq)
+		items = append(items, i)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err

@@ -41,7 +41,7 @@ type Querier interface {
 	JobGetManyByID(ctx context.Context, ids []string) ([]QueueJob, error)
 	// At shutdown: jobs whose handlers did not finish in time go back to waiting and get
 	// their attempt back; cancelled ones just give up the lease.
-	JobHandBack(ctx context.Context, arg JobHandBackParams) ([]int64, error)
+	JobHandBack(ctx context.Context, arg JobHandBackParams) ([]JobHandBackRow, error)
 	// Extends the lease of the jobs a worker runs. Returns those it still owns with their
 	// state: a job missing was rescued away; a cancelled one must stop. A heartbeat lost in a
 	// crash costs nothing, so it does not wait for its WAL flush.
@@ -61,7 +61,7 @@ type Querier interface {
 	// job inserted meanwhile (a higher seq) never shifts the pages that follow.
 	JobList(ctx context.Context, arg JobListParams) ([]QueueJob, error)
 	// Delayed jobs (future run time or retry backoff) whose time has come become waiting.
-	JobPromoteDue(ctx context.Context, arg JobPromoteDueParams) ([]int64, error)
+	JobPromoteDue(ctx context.Context, arg JobPromoteDueParams) ([]JobPromoteDueRow, error)
 	// Deletes a job unless a handler may still run it: active, or cancelled with its lease
 	// held. A claim that locked the row first makes this statement re-check the new state.
 	// The audit trail keeps the job's history (removal is not a state).

@@ -272,7 +272,7 @@ released AS (
     UPDATE queue.jobs
     SET lease_owner = NULL, lease_expires_at = NULL
     WHERE seq = ANY ($1::bigint[]) AND lease_owner = $2::text AND state = 'cancelled'
-    RETURNING seq
+    RETURNING id, type
 ),
 audit AS (
     INSERT INTO queue.job_events (job_id, type, state, attempt, message, worker)
@@ -281,9 +281,9 @@ audit AS (
 wake AS (
     SELECT pg_notify('queue_jobs', '') WHERE EXISTS (SELECT 1 FROM back)
 )
-SELECT seq FROM back
+SELECT id, type, 'waiting'::text AS state FROM back
 UNION ALL
-SELECT seq FROM released
+SELECT id, type, 'cancelled'::text FROM released
 WHERE (SELECT count(*) FROM wake) >= 0
 `
 
@@ -292,21 +292,27 @@ type JobHandBackParams struct {
 	Worker string
 }
 
+type JobHandBackRow struct {
+	ID    string
+	Type  string
+	State string
+}
+
 // At shutdown: jobs whose handlers did not finish in time go back to waiting and get
 // their attempt back; cancelled ones just give up the lease.
-func (q *Queries) JobHandBack(ctx context.Context, arg JobHandBackParams) ([]int64, error) {
+func (q *Queries) JobHandBack(ctx context.Context, arg JobHandBackParams) ([]JobHandBackRow, error) {
 	rows, err := q.db.Query(ctx, jobHandBack, arg.Seqs, arg.Worker)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	items := []int64{}
+	items := []JobHandBackRow{}
 	for rows.Next() {
-		var seq int64
-		if err := rows.Scan(&seq); err != nil {
+		var i JobHandBackRow
+		if err := rows.Scan(&i.ID, &i.Type, &i.State); err != nil {
 			return nil, err
 		}
-		items = append(items, seq)
+		items = append(items, i)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err

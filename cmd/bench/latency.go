@@ -70,7 +70,7 @@ func (b *bench) latency(ctx context.Context, t *target) (result, error) {
 	every := 5 * time.Millisecond
 	duration := b.scaledDuration(20*time.Second, 2*time.Second)
 	rec := &latencyRecorder{}
-	w, err := b.startWorker(ctx, t, 100, observers{}, rec.handler)
+	w, err := b.startWorker(ctx, t, 100, nil, rec.handler)
 	if err != nil {
 		return res, err
 	}

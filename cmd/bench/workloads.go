@@ -226,6 +226,7 @@ func newCompletionCounter(target int64) *completionCounter {
 func (c *completionCounter) JobStarted(*queue.Job)             {}
 func (c *completionCounter) JobProgress(*queue.Job, int)       {}
 func (c *completionCounter) JobRescued(string, string, string) {}
+func (c *completionCounter) JobEntered(string, string, string) {}
 func (c *completionCounter) JobFinished(_ *queue.Job, state string, _ []byte, _ string, _ time.Duration) {
 	if state == queue.StateCompleted && c.n.Add(1) == c.target {
 		close(c.done)
@@ -242,33 +243,6 @@ func (c *completionCounter) wait(ctx context.Context, timeout time.Duration) err
 		return ctx.Err()
 	case <-t.C:
 		return errors.New("timed out")
-	}
-}
-
-// observers fans worker events out.
-type observers []worker.Observer
-
-func (o observers) JobStarted(job *queue.Job) {
-	for _, x := range o {
-		x.JobStarted(job)
-	}
-}
-
-func (o observers) JobProgress(job *queue.Job, p int) {
-	for _, x := range o {
-		x.JobProgress(job, p)
-	}
-}
-
-func (o observers) JobRescued(id, typ, state string) {
-	for _, x := range o {
-		x.JobRescued(id, typ, state)
-	}
-}
-
-func (o observers) JobFinished(job *queue.Job, state string, result []byte, msg string, took time.Duration) {
-	for _, x := range o {
-		x.JobFinished(job, state, result, msg, took)
 	}
 }
 
@@ -298,7 +272,10 @@ func (b *bench) startWorker(ctx context.Context, t *target, concurrency int, obs
 		return nil, err
 	}
 	rw := &runningWorker{pool: pool, client: client, done: make(chan error, 1)}
-	all := observers{obs}
+	var all []worker.Observer
+	if obs != nil {
+		all = append(all, obs)
+	}
 	if t.variant.Redis {
 		// What cmd/worker does with Redis: snapshots and events through a batching
 		// publisher.
@@ -313,7 +290,7 @@ func (b *bench) startWorker(ctx context.Context, t *target, concurrency int, obs
 		Concurrency: concurrency, PollInterval: cfg.PollInterval, Lease: cfg.Lease,
 		JobTimeout: cfg.JobTimeout, ShutdownTimeout: cfg.ShutdownTimeout,
 		RemoveOnComplete: cfg.RemoveOnComplete, RemoveOnFail: cfg.RemoveOnFail,
-		EventsRetention: cfg.EventsRetention, Observer: all,
+		EventsRetention: cfg.EventsRetention, Observer: worker.Observers(all...),
 		Logger: quietLogger(),
 	})
 	if err != nil {

@@ -100,7 +100,8 @@ func run() error {
 	}
 	w, err := worker.New(pool, client, registry, worker.Config{
 		Concurrency: cfg.Concurrency, PollInterval: cfg.PollInterval, Lease: cfg.Lease,
-		JobTimeout: cfg.JobTimeout, ShutdownTimeout: cfg.ShutdownTimeout,
+		// QUEUE_SHUTDOWN_TIMEOUT=0 means hand back at once; the worker reads 0 as "default".
+		JobTimeout: cfg.JobTimeout, ShutdownTimeout: max(cfg.ShutdownTimeout, time.Nanosecond),
 		RemoveOnComplete: cfg.RemoveOnComplete, RemoveOnFail: cfg.RemoveOnFail,
 		EventsRetention: cfg.EventsRetention, Logger: log,
 		Observer: worker.Observers(results.NewWorkerObserver(publisher), jobMetrics),

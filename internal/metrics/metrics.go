@@ -83,6 +83,9 @@ func (m *Jobs) JobFinished(j *queue.Job, state string, _ []byte, _ string, took 
 	m.duration.WithLabelValues(j.Type, outcome).Observe(took.Seconds())
 }
 
+// JobEntered is part of worker.Observer; promotions and hand-backs are not counted.
+func (m *Jobs) JobEntered(_, _, _ string) {}
+
 // JobRescued counts a rescue.
 func (m *Jobs) JobRescued(_, jobType, _ string) { m.rescued.WithLabelValues(jobType).Inc() }
 

@@ -169,13 +169,20 @@ func (c *Client) SetProgress(ctx context.Context, worker string, progress map[in
 	return nil
 }
 
-// HandBack returns unfinished jobs to waiting at shutdown, giving their attempt back.
-func (c *Client) HandBack(ctx context.Context, worker string, seqs []int64) (int, error) {
+// HandBack returns unfinished jobs to waiting at shutdown, giving their attempt back
+// (a cancelled one only gives up its lease), and returns the jobs that went back.
+func (c *Client) HandBack(ctx context.Context, worker string, seqs []int64) ([]Entered, error) {
 	rows, err := db.New(c.pool).JobHandBack(ctx, db.JobHandBackParams{Seqs: seqs, Worker: worker})
 	if err != nil {
-		return 0, fmt.Errorf("hand back jobs: %w", err)
+		return nil, fmt.Errorf("hand back jobs: %w", err)
 	}
-	return len(rows), nil
+	var out []Entered
+	for _, r := range rows {
+		if r.State == StateWaiting {
+			out = append(out, Entered{ID: r.ID, Type: r.Type, State: r.State})
+		}
+	}
+	return out, nil
 }
 
 // Cancel cancels a waiting, delayed or active job. ErrNotFound when it does not exist,
@@ -201,9 +208,4 @@ func (c *Client) SetPaused(ctx context.Context, paused bool) (bool, error) {
 		return false, fmt.Errorf("set paused: %w", err)
 	}
 	return v, nil
-}
-
-// Paused reports whether claiming is paused.
-func (c *Client) Paused(ctx context.Context) (bool, error) {
-	return db.New(c.pool).QueuePaused(ctx)
 }

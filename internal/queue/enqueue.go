@@ -56,9 +56,6 @@ func (c *Client) Close() { c.notify.close() }
 // KnownType reports whether the database accepts jobs of this type.
 func (c *Client) KnownType(t string) bool { return slices.Contains(c.types, t) }
 
-// Types lists the job types the database accepts.
-func (c *Client) Types() []string { return slices.Clone(c.types) }
-
 // Enqueued is the outcome of one enqueue: the job, and whether this call created it
 // (false when options.jobId named an existing job).
 type Enqueued struct {

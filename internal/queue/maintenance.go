@@ -35,9 +35,6 @@ func (c *Client) NewMaintenance(worker string, defaults RetentionDefaults, event
 	return &Maintenance{client: c, worker: worker, defaults: defaults, eventsRetention: eventsRetention}
 }
 
-// Leading reports whether this worker holds the lead.
-func (m *Maintenance) Leading() bool { return m.conn != nil }
-
 // TryLead takes the lead when nobody holds it.
 func (m *Maintenance) TryLead(ctx context.Context) (bool, error) {
 	if m.conn != nil {
@@ -79,17 +76,26 @@ type RescuedJob struct {
 	Attempts int
 }
 
+// Entered is a job that entered a state in a background pass (for events).
+type Entered struct {
+	ID    string
+	Type  string
+	State string
+}
+
 // Promote makes due delayed jobs waiting, in batches; now nil means the database clock.
-func (m *Maintenance) Promote(ctx context.Context, now *time.Time) (int, error) {
-	total := 0
+func (m *Maintenance) Promote(ctx context.Context, now *time.Time) ([]Entered, error) {
+	var out []Entered
 	for {
-		seqs, err := db.New(m.conn).JobPromoteDue(ctx, db.JobPromoteDueParams{Now: now, Max: maintenanceBatch, Worker: m.worker})
+		rows, err := db.New(m.conn).JobPromoteDue(ctx, db.JobPromoteDueParams{Now: now, Max: maintenanceBatch, Worker: m.worker})
 		if err != nil {
-			return total, fmt.Errorf("promote delayed jobs: %w", err)
+			return out, fmt.Errorf("promote delayed jobs: %w", err)
 		}
-		total += len(seqs)
-		if len(seqs) < maintenanceBatch {
-			return total, nil
+		for _, r := range rows {
+			out = append(out, Entered{ID: r.ID, Type: r.Type, State: StateWaiting})
+		}
+		if len(rows) < maintenanceBatch {
+			return out, nil
 		}
 	}
 }

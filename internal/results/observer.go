@@ -56,3 +56,8 @@ func (o *WorkerObserver) JobRescued(id, typ, state string) {
 	}
 	o.p.Publish(JobEvent(id, typ, state), nil)
 }
+
+// JobEntered publishes a state a job entered outside a run (promotion, hand-back).
+func (o *WorkerObserver) JobEntered(id, typ, state string) {
+	o.p.Publish(JobEvent(id, typ, state), nil)
+}

@@ -3,6 +3,7 @@ package results_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"sync"
@@ -239,3 +240,48 @@ func TestWorkerPublishesEventsAndSnapshots(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// A retried job's events show every state it enters, the promotion back to waiting too.
+func TestWorkerPublishesEveryStateOfARetry(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testutil.NewPool(t)
+	client, err := queue.NewClient(ctx, pool, queue.ClientConfig{})
+	require.NoError(t, err)
+	t.Cleanup(client.Close)
+	store, _ := newStore(t, testutil.RedisURL(t))
+	hub := store.NewHub()
+	t.Cleanup(hub.Close)
+	waitHealthy(t, hub)
+	pub := store.NewPublisher()
+	t.Cleanup(pub.Close)
+
+	reg := jobs.NewRegistry()
+	reg.Register("CLEANUP", jobs.HandlerFunc(func(ctx context.Context, j *jobs.Job) (any, error) {
+		if j.Attempt == 1 {
+			return nil, errors.New("try again")
+		}
+		return nil, nil
+	}), nil)
+	w, err := worker.New(pool, client, reg, worker.Config{
+		PollInterval: 20 * time.Millisecond, Logger: quiet(), RemoveOnComplete: -1, RemoveOnFail: -1,
+		Observer: results.NewWorkerObserver(pub),
+	})
+	require.NoError(t, err)
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(wctx) }()
+	t.Cleanup(func() { stop(); <-done })
+
+	sub := hub.Subscribe("", "CLEANUP", 64)
+	r, err := client.Enqueue(ctx, pool, queue.NewJob{Type: "CLEANUP", Data: json.RawMessage(`{}`),
+		Options: queue.Options{Backoff: &queue.BackoffOption{Type: "fixed", Delay: ptr(int64(50))}}})
+	require.NoError(t, err)
+	var states []string
+	for len(states) < 5 {
+		ev := next(t, sub)
+		require.Equal(t, r.Job.ID, ev.ID)
+		states = append(states, ev.State)
+	}
+	require.Equal(t, []string{"active", "delayed", "waiting", "active", "completed"}, states)
+}

@@ -160,10 +160,11 @@ func (w *Worker) maintenanceLoop(ctx context.Context) {
 }
 
 func (w *Worker) maintain(ctx context.Context, m *queue.Maintenance, lastEventsTrim *time.Time) error {
-	if n, err := m.Promote(ctx, nil); err != nil {
+	if promoted, err := m.Promote(ctx, nil); err != nil {
 		return err
-	} else if n > 0 {
-		w.log.Debug("promoted delayed jobs", "jobs", n)
+	} else if len(promoted) > 0 {
+		w.log.Debug("promoted delayed jobs", "jobs", len(promoted))
+		w.entered(promoted)
 	}
 	rescued, err := m.Rescue(ctx, nil)
 	if err != nil {

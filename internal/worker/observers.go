@@ -34,3 +34,9 @@ func (o observers) JobRescued(id, typ, state string) {
 		x.JobRescued(id, typ, state)
 	}
 }
+
+func (o observers) JobEntered(id, typ, state string) {
+	for _, x := range o {
+		x.JobEntered(id, typ, state)
+	}
+}

@@ -53,6 +53,9 @@ type Observer interface {
 	// JobRescued is called for a job whose lease expired, with the state the rescue left
 	// it in (waiting or failed), by the maintenance leader.
 	JobRescued(id, typ, state string)
+	// JobEntered is called for a job that entered a state outside a handler run: a due
+	// delayed job promoted to waiting, a job handed back at shutdown.
+	JobEntered(id, typ, state string)
 }
 
 // Defaults of API.md.
@@ -512,11 +515,12 @@ func (w *Worker) shutdown() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	n, err := w.client.HandBack(ctx, w.cfg.ID, seqs)
+	back, err := w.client.HandBack(ctx, w.cfg.ID, seqs)
 	if err != nil {
 		w.log.Error("handing back unfinished jobs failed; they will be rescued when their lease expires", "jobs", len(seqs), "err", err)
 	} else {
-		w.log.Warn("handed back unfinished jobs", "jobs", n)
+		w.log.Warn("handed back unfinished jobs", "jobs", len(back))
+		w.entered(back)
 	}
 	w.mu.Lock()
 	for _, r := range handedBack {
@@ -560,4 +564,13 @@ func (w *Worker) isolateUnstorable(defaults queue.RetentionDefaults, outcomes []
 		}
 	}
 	return rest
+}
+
+func (w *Worker) entered(jobs []queue.Entered) {
+	if w.cfg.Observer == nil {
+		return
+	}
+	for _, j := range jobs {
+		w.cfg.Observer.JobEntered(j.ID, j.Type, j.State)
+	}
 }

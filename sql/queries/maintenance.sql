@@ -75,7 +75,7 @@ audit AS (
 wake AS (
     SELECT pg_notify('queue_jobs', '') WHERE EXISTS (SELECT 1 FROM promoted)
 )
-SELECT seq FROM promoted
+SELECT id, type FROM promoted
 WHERE (SELECT count(*) FROM wake) >= 0;
 
 -- name: JobTrimFinished :one

@@ -170,7 +170,7 @@ released AS (
     UPDATE queue.jobs
     SET lease_owner = NULL, lease_expires_at = NULL
     WHERE seq = ANY (sqlc.arg(seqs)::bigint[]) AND lease_owner = sqlc.arg(worker)::text AND state = 'cancelled'
-    RETURNING seq
+    RETURNING id, type
 ),
 audit AS (
     INSERT INTO queue.job_events (job_id, type, state, attempt, message, worker)
@@ -179,9 +179,9 @@ audit AS (
 wake AS (
     SELECT pg_notify('queue_jobs', '') WHERE EXISTS (SELECT 1 FROM back)
 )
-SELECT seq FROM back
+SELECT id, type, 'waiting'::text AS state FROM back
 UNION ALL
-SELECT seq FROM released
+SELECT id, type, 'cancelled'::text FROM released
 WHERE (SELECT count(*) FROM wake) >= 0;
 
 -- name: JobLeaseState :many
