@@ -54,3 +54,11 @@ bench-ceiling:
 .PHONY: faults
 faults:
 	FAULTS_FULL=1 go test -count=1 -v -timeout 30m ./internal/faults/
+
+# Brief fuzzing of the hostile-input targets (CI runs it; raise FUZZTIME locally).
+FUZZTIME ?= 10s
+.PHONY: fuzz
+fuzz:
+	go test -run '^$$' -fuzz '^FuzzSubmitBody$$' -fuzztime $(FUZZTIME) ./internal/api/
+	go test -run '^$$' -fuzz '^FuzzRelPath$$' -fuzztime $(FUZZTIME) ./internal/jobs/
+	go test -run '^$$' -fuzz '^FuzzEnqueueArguments$$' -fuzztime $(FUZZTIME) -parallel 1 ./internal/queue/
