@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
@@ -185,31 +186,11 @@ func TestStatsCacheCollapsesConcurrentRequests(t *testing.T) {
 func TestWorkerPublishesEventsAndSnapshots(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool := testutil.NewPool(t)
-	client, err := queue.NewClient(ctx, pool, queue.ClientConfig{})
-	require.NoError(t, err)
-	t.Cleanup(client.Close)
-	store, _ := newStore(t, testutil.RedisURL(t))
-	hub := store.NewHub()
-	t.Cleanup(hub.Close)
-	waitHealthy(t, hub)
-	pub := store.NewPublisher()
-	t.Cleanup(pub.Close)
-
-	reg := jobs.NewRegistry()
-	reg.Register("CLEANUP", jobs.HandlerFunc(func(ctx context.Context, j *jobs.Job) (any, error) {
+	p := startPublishingWorker(t, func(ctx context.Context, j *jobs.Job) (any, error) {
 		j.SetProgress(50)
 		return map[string]int{"deleted": 3}, nil
-	}), nil)
-	w, err := worker.New(pool, client, reg, worker.Config{
-		PollInterval: 50 * time.Millisecond, Logger: quiet(), RemoveOnComplete: -1, RemoveOnFail: -1,
-		Observer: results.NewWorkerObserver(pub),
 	})
-	require.NoError(t, err)
-	wctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- w.Run(wctx) }()
-	t.Cleanup(func() { stop(); <-done })
+	client, pool, hub, store := p.client, p.pool, p.hub, p.store
 
 	sub := hub.Subscribe("", "CLEANUP", 64)
 	r, err := client.Enqueue(ctx, pool, queue.NewJob{Type: "CLEANUP", Data: json.RawMessage(`{}`),
@@ -245,33 +226,13 @@ func ptr[T any](v T) *T { return &v }
 func TestWorkerPublishesEveryStateOfARetry(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool := testutil.NewPool(t)
-	client, err := queue.NewClient(ctx, pool, queue.ClientConfig{})
-	require.NoError(t, err)
-	t.Cleanup(client.Close)
-	store, _ := newStore(t, testutil.RedisURL(t))
-	hub := store.NewHub()
-	t.Cleanup(hub.Close)
-	waitHealthy(t, hub)
-	pub := store.NewPublisher()
-	t.Cleanup(pub.Close)
-
-	reg := jobs.NewRegistry()
-	reg.Register("CLEANUP", jobs.HandlerFunc(func(ctx context.Context, j *jobs.Job) (any, error) {
+	p := startPublishingWorker(t, func(ctx context.Context, j *jobs.Job) (any, error) {
 		if j.Attempt == 1 {
 			return nil, errors.New("try again")
 		}
 		return nil, nil
-	}), nil)
-	w, err := worker.New(pool, client, reg, worker.Config{
-		PollInterval: 20 * time.Millisecond, Logger: quiet(), RemoveOnComplete: -1, RemoveOnFail: -1,
-		Observer: results.NewWorkerObserver(pub),
 	})
-	require.NoError(t, err)
-	wctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- w.Run(wctx) }()
-	t.Cleanup(func() { stop(); <-done })
+	client, pool, hub := p.client, p.pool, p.hub
 
 	sub := hub.Subscribe("", "CLEANUP", 64)
 	r, err := client.Enqueue(ctx, pool, queue.NewJob{Type: "CLEANUP", Data: json.RawMessage(`{}`),
@@ -288,4 +249,41 @@ func TestWorkerPublishesEveryStateOfARetry(t *testing.T) {
 	require.Equal(t, []string{"active", "delayed"}, states[:2])
 	require.ElementsMatch(t, []string{"waiting", "active"}, states[2:4])
 	require.Equal(t, "completed", states[4])
+}
+
+type publishing struct {
+	pool   *pgxpool.Pool
+	client *queue.Client
+	store  *results.Store
+	hub    *results.Hub
+}
+
+// startPublishingWorker runs a worker whose CLEANUP handler is h and whose observer
+// publishes to Redis, with a hub subscribed to the same prefix.
+func startPublishingWorker(t *testing.T, h jobs.HandlerFunc) publishing {
+	t.Helper()
+	ctx := context.Background()
+	pool := testutil.NewPool(t)
+	client, err := queue.NewClient(ctx, pool, queue.ClientConfig{})
+	require.NoError(t, err)
+	t.Cleanup(client.Close)
+	store, _ := newStore(t, testutil.RedisURL(t))
+	hub := store.NewHub()
+	t.Cleanup(hub.Close)
+	waitHealthy(t, hub)
+	pub := store.NewPublisher()
+	t.Cleanup(pub.Close)
+
+	reg := jobs.NewRegistry()
+	reg.Register("CLEANUP", h, nil)
+	w, err := worker.New(pool, client, reg, worker.Config{
+		PollInterval: 20 * time.Millisecond, Logger: quiet(), RemoveOnComplete: -1, RemoveOnFail: -1,
+		Observer: results.NewWorkerObserver(pub),
+	})
+	require.NoError(t, err)
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(wctx) }()
+	t.Cleanup(func() { stop(); <-done })
+	return publishing{pool: pool, client: client, store: store, hub: hub}
 }
