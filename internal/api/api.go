@@ -81,6 +81,8 @@ type Deps struct {
 	// Stats answers /api/queue/stats (a cache of STATS_TTL over Client.Stats); nil asks
 	// Postgres every time.
 	Stats func(ctx context.Context) (queue.Stats, error)
+	// StatsChanged, when set, drops the cached stats after pause, resume and clean.
+	StatsChanged func(ctx context.Context)
 	// Results, when set, answers GET for jobs that retention removed.
 	Results ResultCache
 	// Events, when set, feeds the SSE route; nil answers it 503.

@@ -248,6 +248,7 @@ func (s *Server) pause(paused bool) handlerFunc {
 		if err != nil {
 			return err
 		}
+		s.statsChanged(c)
 		c.JSON(http.StatusOK, gin.H{"paused": v})
 		return nil
 	}
@@ -287,7 +288,18 @@ func (s *Server) clean(target queue.CleanTarget, defaultAge time.Duration) handl
 			return err
 		}
 		s.metrics.cleaned.WithLabelValues(string(target)).Add(float64(n))
+		if n > 0 {
+			s.statsChanged(c)
+		}
 		c.JSON(http.StatusOK, gin.H{"removed": n})
 		return nil
+	}
+}
+
+// statsChanged drops cached stats after an operator's change (pause, resume, clean), so
+// the next read shows it instead of waiting out STATS_TTL.
+func (s *Server) statsChanged(c *gin.Context) {
+	if s.deps.StatsChanged != nil {
+		s.deps.StatsChanged(c.Request.Context())
 	}
 }

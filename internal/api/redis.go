@@ -23,6 +23,7 @@ func (r Redis) Use(d *Deps) {
 	d.Results = resultCache{r.Store}
 	d.Events = hubSource{r.Hub}
 	d.Publisher = publisher{r.Publisher}
+	d.StatsChanged = r.Stats.Forget
 	d.Stats = func(ctx context.Context) (queue.Stats, error) {
 		b, err := r.Stats.Get(ctx)
 		if err != nil {

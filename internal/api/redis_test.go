@@ -229,3 +229,16 @@ func TestConcurrentStatsHitPostgresOnce(t *testing.T) {
 	require.LessOrEqual(t, rd.statsCalls.Load(), int32(2))
 	require.GreaterOrEqual(t, rd.statsCalls.Load(), int32(1))
 }
+
+// Pause shows in the stats at once, whatever STATS_TTL is.
+func TestPauseShowsInCachedStatsAtOnce(t *testing.T) {
+	t.Parallel()
+	rd := newRedis(t)
+	rd.statsTTL = time.Hour
+	e := setup(t, rd.use)
+	require.Equal(t, false, e.do("GET", "/api/queue/stats", nil).json(t)["paused"])
+	require.Equal(t, http.StatusOK, e.do("POST", "/api/queue/pause", nil).status)
+	require.Equal(t, true, e.do("GET", "/api/queue/stats", nil).json(t)["paused"])
+	require.Equal(t, http.StatusOK, e.do("POST", "/api/queue/resume", nil).status)
+	require.Equal(t, false, e.do("GET", "/api/queue/stats", nil).json(t)["paused"])
+}

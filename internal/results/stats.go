@@ -73,3 +73,14 @@ func (c *StatsCache) remember(b []byte, ttl time.Duration) {
 	c.value, c.expires = b, time.Now().Add(ttl)
 	c.mu.Unlock()
 }
+
+// Forget drops the cached stats, here and in Redis, after a change an operator expects
+// to see at once (pause, resume, clean).
+func (c *StatsCache) Forget(ctx context.Context) {
+	c.mu.Lock()
+	c.expires = time.Time{}
+	c.mu.Unlock()
+	if err := c.store.rdb.Del(ctx, c.store.StatsKey()).Err(); err != nil {
+		c.store.fail("forget stats", err)
+	}
+}
