@@ -123,7 +123,7 @@ rescued AS (
         lease_expires_at = NULL
     FROM expired e
     WHERE j.seq = e.seq
-    RETURNING j.seq, j.id, j.type, j.state, j.attempts_made, j.error
+    RETURNING j.seq, j.id, j.type, j.state, j.priority, j.data, j.result, j.progress, j.attempts_made, j.max_attempts, j.backoff_type, j.backoff_delay_ms, j.timeout_ms, j.remove_on_complete, j.remove_on_fail, j.run_at, j.created_at, j.started_at, j.finished_at, j.error, j.errors, j.lease_owner, j.lease_expires_at
 ),
 audit AS (
     INSERT INTO queue.job_events (job_id, type, state, attempt, message, worker)
@@ -132,7 +132,7 @@ audit AS (
 wake AS (
     SELECT pg_notify('queue_jobs', '') WHERE EXISTS (SELECT 1 FROM rescued WHERE state = 'waiting')
 )
-SELECT seq, id, type, state, attempts_made FROM rescued
+SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at FROM rescued
 WHERE (SELECT count(*) FROM wake) >= 0
 `
 
@@ -144,11 +144,29 @@ type JobRescueExpiredParams struct {
 }
 
 type JobRescueExpiredRow struct {
-	Seq          int64
-	ID           string
-	Type         string
-	State        string
-	AttemptsMade int32
+	Seq              int64
+	ID               string
+	Type             string
+	State            string
+	Priority         int32
+	Data             []byte
+	Result           []byte
+	Progress         int32
+	AttemptsMade     int32
+	MaxAttempts      int32
+	BackoffType      string
+	BackoffDelayMs   int32
+	TimeoutMs        *int32
+	RemoveOnComplete *int32
+	RemoveOnFail     *int32
+	RunAt            time.Time
+	CreatedAt        time.Time
+	StartedAt        *time.Time
+	FinishedAt       *time.Time
+	Error            *string
+	Errors           []byte
+	LeaseOwner       *string
+	LeaseExpiresAt   *time.Time
 }
 
 // Jobs whose lease expired (their worker stopped heartbeating) go back to waiting, or
@@ -172,7 +190,25 @@ func (q *Queries) JobRescueExpired(ctx context.Context, arg JobRescueExpiredPara
 			&i.ID,
 			&i.Type,
 			&i.State,
+			&i.Priority,
+			&i.Data,
+			&i.Result,
+			&i.Progress,
 			&i.AttemptsMade,
+			&i.MaxAttempts,
+			&i.BackoffType,
+			&i.BackoffDelayMs,
+			&i.TimeoutMs,
+			&i.RemoveOnComplete,
+			&i.RemoveOnFail,
+			&i.RunAt,
+			&i.CreatedAt,
+			&i.StartedAt,
+			&i.FinishedAt,
+			&i.Error,
+			&i.Errors,
+			&i.LeaseOwner,
+			&i.LeaseExpiresAt,
 		); err != nil {
 			return nil, err
 		}

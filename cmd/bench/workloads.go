@@ -225,7 +225,7 @@ func newCompletionCounter(target int64) *completionCounter {
 
 func (c *completionCounter) JobStarted(*queue.Job)             {}
 func (c *completionCounter) JobProgress(*queue.Job, int)       {}
-func (c *completionCounter) JobRescued(string, string, string) {}
+func (c *completionCounter) JobRescued(*queue.Job)             {}
 func (c *completionCounter) JobEntered(string, string, string) {}
 func (c *completionCounter) JobFinished(_ *queue.Job, state string, _ []byte, _ string, _ time.Duration) {
 	if state == queue.StateCompleted && c.n.Add(1) == c.target {

@@ -87,7 +87,7 @@ func (m *Jobs) JobFinished(j *queue.Job, state string, _ []byte, _ string, took 
 func (m *Jobs) JobEntered(_, _, _ string) {}
 
 // JobRescued counts a rescue.
-func (m *Jobs) JobRescued(_, jobType, _ string) { m.rescued.WithLabelValues(jobType).Inc() }
+func (m *Jobs) JobRescued(j *queue.Job) { m.rescued.WithLabelValues(j.Type).Inc() }
 
 // depth reports the jobs in each state when scraped, from the counts table (a sum of a
 // few rows, cheap at any table size).

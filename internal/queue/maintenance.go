@@ -68,14 +68,6 @@ func (m *Maintenance) Resign(ctx context.Context, broken bool) {
 	m.conn = nil
 }
 
-// RescuedJob is a job whose lease expired.
-type RescuedJob struct {
-	ID       string
-	Type     string
-	State    string // waiting, failed, or cancelled (lease dropped)
-	Attempts int
-}
-
 // Entered is a job that entered a state in a background pass (for events).
 type Entered struct {
 	ID    string
@@ -101,9 +93,10 @@ func (m *Maintenance) Promote(ctx context.Context, now *time.Time) ([]Entered, e
 }
 
 // Rescue returns jobs with expired leases to waiting (or fails them when no attempt is
-// left); now nil means the database clock.
-func (m *Maintenance) Rescue(ctx context.Context, now *time.Time) ([]RescuedJob, error) {
-	var out []RescuedJob
+// left; a cancelled one only loses its lease) and returns them as they are now; now nil
+// means the database clock.
+func (m *Maintenance) Rescue(ctx context.Context, now *time.Time) ([]Job, error) {
+	var out []Job
 	for {
 		rows, err := db.New(m.conn).JobRescueExpired(ctx, db.JobRescueExpiredParams{
 			Now: now, Max: maintenanceBatch, DefaultRemoveOnFail: int32(m.defaults.RemoveOnFail), Worker: m.worker,
@@ -112,7 +105,7 @@ func (m *Maintenance) Rescue(ctx context.Context, now *time.Time) ([]RescuedJob,
 			return out, fmt.Errorf("rescue expired jobs: %w", err)
 		}
 		for _, r := range rows {
-			out = append(out, RescuedJob{ID: r.ID, Type: r.Type, State: r.State, Attempts: int(r.AttemptsMade)})
+			out = append(out, jobFromRow(db.QueueJob(r)))
 		}
 		if len(rows) < maintenanceBatch {
 			return out, nil

@@ -49,12 +49,15 @@ func (o *WorkerObserver) JobFinished(j *queue.Job, state string, result []byte, 
 	o.p.Publish(JobEvent(j.ID, j.Type, state), snap)
 }
 
-// JobRescued publishes the state a rescue left a job in (waiting, or failed).
-func (o *WorkerObserver) JobRescued(id, typ, state string) {
-	if state == queue.StateCancelled {
-		return
+// JobRescued publishes the state a rescue left a job in; a job it failed also gets its
+// snapshot, as any finished job does.
+func (o *WorkerObserver) JobRescued(j *queue.Job) {
+	var snap *queue.Job
+	if queue.Finished(j.State) {
+		s := *j
+		snap = &s
 	}
-	o.p.Publish(JobEvent(id, typ, state), nil)
+	o.p.Publish(JobEvent(j.ID, j.Type, j.State), snap)
 }
 
 // JobEntered publishes a state a job entered outside a run (promotion, hand-back).

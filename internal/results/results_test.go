@@ -287,3 +287,21 @@ func startPublishingWorker(t *testing.T, h jobs.HandlerFunc) publishing {
 	t.Cleanup(func() { stop(); <-done })
 	return publishing{pool: pool, client: client, store: store, hub: hub}
 }
+
+// A job a rescue fails (no attempt left) is finished like any other: it gets a snapshot.
+func TestRescuedFailedJobGetsASnapshot(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := startPublishingWorker(t, func(ctx context.Context, j *jobs.Job) (any, error) { return nil, nil })
+	// A type the worker does not run, claimed by a worker that vanished at once.
+	r, err := p.client.Enqueue(ctx, p.pool, queue.NewJob{Type: "EMAIL_SEND", Data: json.RawMessage(`{}`),
+		Options: queue.Options{Attempts: ptr(1)}})
+	require.NoError(t, err)
+	claimed, err := p.client.Claim(ctx, "vanished", []string{"EMAIL_SEND"}, 1, time.Millisecond)
+	require.NoError(t, err)
+	require.Len(t, claimed, 1)
+	require.Eventually(t, func() bool {
+		snap, ok := p.store.Job(ctx, r.Job.ID)
+		return ok && snap.State == queue.StateFailed && snap.Error != nil
+	}, 10*time.Second, 20*time.Millisecond)
+}

@@ -170,10 +170,14 @@ func (w *Worker) maintain(ctx context.Context, m *queue.Maintenance, lastEventsT
 	if err != nil {
 		return err
 	}
-	for _, r := range rescued {
-		w.log.Warn("rescued job whose lease expired", "job_id", r.ID, "type", r.Type, "attempt", r.Attempts, "state", r.State)
+	for i := range rescued {
+		r := &rescued[i]
+		if r.State == queue.StateCancelled {
+			continue // its lease was only dropped
+		}
+		w.log.Warn("rescued job whose lease expired", "job_id", r.ID, "type", r.Type, "attempt", r.AttemptsMade, "state", r.State)
 		if w.cfg.Observer != nil {
-			w.cfg.Observer.JobRescued(r.ID, r.Type, r.State)
+			w.cfg.Observer.JobRescued(r)
 		}
 	}
 	if _, err := m.Trim(ctx); err != nil {

@@ -29,9 +29,9 @@ func (o observers) JobFinished(j *queue.Job, state string, result []byte, errMsg
 	}
 }
 
-func (o observers) JobRescued(id, typ, state string) {
+func (o observers) JobRescued(j *queue.Job) {
 	for _, x := range o {
-		x.JobRescued(id, typ, state)
+		x.JobRescued(j)
 	}
 }
 

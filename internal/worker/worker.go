@@ -50,9 +50,9 @@ type Observer interface {
 	// JobFinished is called once the new state is persisted: completed, failed, waiting
 	// or delayed (a retry), or cancelled.
 	JobFinished(job *queue.Job, state string, result []byte, errMsg string, took time.Duration)
-	// JobRescued is called for a job whose lease expired, with the state the rescue left
-	// it in (waiting or failed), by the maintenance leader.
-	JobRescued(id, typ, state string)
+	// JobRescued is called by the maintenance leader for a job whose lease expired, as
+	// the rescue left it (waiting, or failed when no attempt was left).
+	JobRescued(job *queue.Job)
 	// JobEntered is called for a job that entered a state outside a handler run: a due
 	// delayed job promoted to waiting, a job handed back at shutdown.
 	JobEntered(id, typ, state string)

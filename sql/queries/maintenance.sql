@@ -39,7 +39,7 @@ rescued AS (
         lease_expires_at = NULL
     FROM expired e
     WHERE j.seq = e.seq
-    RETURNING j.seq, j.id, j.type, j.state, j.attempts_made, j.error
+    RETURNING j.*
 ),
 audit AS (
     INSERT INTO queue.job_events (job_id, type, state, attempt, message, worker)
@@ -48,7 +48,7 @@ audit AS (
 wake AS (
     SELECT pg_notify('queue_jobs', '') WHERE EXISTS (SELECT 1 FROM rescued WHERE state = 'waiting')
 )
-SELECT seq, id, type, state, attempts_made FROM rescued
+SELECT * FROM rescued
 WHERE (SELECT count(*) FROM wake) >= 0;
 
 -- name: JobPromoteDue :many
