@@ -95,7 +95,10 @@ func (c *Client) EnqueueMany(ctx context.Context, tx db.DBTX, jobs []NewJob) ([]
 	}
 	params := c.insertParams(jobs)
 	_, inTx := tx.(pgx.Tx)
-	params.Notify = inTx
+	// Inside a caller's transaction the statement notifies (delivered at its commit).
+	// Outside, the first enqueue of a burst notifies in its own statement too, saving
+	// the workers a round trip; the rest of the burst is coalesced by the notifier.
+	params.Notify = inTx || c.notify.claimLeadingEdge()
 	rows, err := db.New(tx).JobInsertMany(ctx, params)
 	if err != nil {
 		return nil, mapInsertError(err)
@@ -139,7 +142,7 @@ func (c *Client) EnqueueMany(ctx context.Context, tx db.DBTX, jobs []NewJob) ([]
 			out[i] = Enqueued{Job: jobFromRow(r)}
 		}
 	}
-	if !inTx && next > 0 {
+	if !inTx && !params.Notify && next > 0 {
 		c.notify.poke()
 	}
 	if c.cfg.OnEnqueued != nil && next > 0 {

@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -20,6 +21,21 @@ type notifier struct {
 	pending chan struct{}
 	stop    chan struct{}
 	done    chan struct{}
+	last    atomic.Int64 // unix nanoseconds of the last in-statement notification
+}
+
+// leadingEdgeGap is how long after one in-statement notification the next enqueues
+// leave notifying to the coalescing notifier.
+const leadingEdgeGap = 2 * time.Millisecond
+
+// claimLeadingEdge reports whether this enqueue should notify in its own statement: the
+// first of a burst does, so its job is picked up without waiting for a separate NOTIFY;
+// the rest of the burst (within leadingEdgeGap) is coalesced, since NOTIFY takes a global
+// lock at commit.
+func (n *notifier) claimLeadingEdge() bool {
+	now := time.Now().UnixNano()
+	last := n.last.Load()
+	return now-last >= int64(leadingEdgeGap) && n.last.CompareAndSwap(last, now)
 }
 
 // notifyTimeout bounds one NOTIFY; a missed one is covered by the workers' poll.
