@@ -237,34 +237,25 @@ func (val validator) known(t string) bool {
 
 // validate checks jobs[i] named after prefixes[i], except those marked skip (not objects).
 func (val validator) validate(jobList []queue.NewJob, prefixes []string, skip []bool, v *queue.ValidationError) {
-	seen := make(map[string]int)
-	for i := range jobList {
-		if skip[i] {
-			continue
+	queue.ValidateBatch(jobList, prefixes, skip, val.known, val.checkData, v)
+}
+
+// checkData runs the type's data validator on data that is a storable object.
+func (val validator) checkData(j *queue.NewJob, prefix string, v *queue.ValidationError) {
+	data := bytes.TrimSpace(j.Data)
+	if val.registry == nil || !val.known(j.Type) || len(data) == 0 || data[0] != '{' || len(data) > queue.MaxDataBytes {
+		return
+	}
+	for _, p := range val.registry.Validate(j.Type, data) {
+		field := prefix + "data"
+		switch {
+		case p.Field == "":
+		case strings.HasPrefix(p.Field, "["):
+			field += p.Field
+		default:
+			field += "." + p.Field
 		}
-		j, prefix := &jobList[i], prefixes[i]
-		j.Validate(prefix, val.known, v)
-		data := bytes.TrimSpace(j.Data)
-		if val.registry != nil && val.known(j.Type) && len(data) > 0 && data[0] == '{' && len(data) <= queue.MaxDataBytes {
-			for _, p := range val.registry.Validate(j.Type, data) {
-				field := prefix + "data"
-				switch {
-				case p.Field == "":
-				case strings.HasPrefix(p.Field, "["):
-					field += p.Field
-				default:
-					field += "." + p.Field
-				}
-				v.Add(field, "%s", p.Message)
-			}
-		}
-		if id := j.Options.JobID; id != nil {
-			if first, dup := seen[*id]; dup {
-				v.Add(prefix+"options.jobId", "repeats the jobId of jobs[%d]", first)
-			} else {
-				seen[*id] = i
-			}
-		}
+		v.Add(field, "%s", p.Message)
 	}
 }
 

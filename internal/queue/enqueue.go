@@ -165,11 +165,30 @@ func (c *Client) validate(jobs []NewJob) error {
 		v.Add("jobs", "must hold 1..%d jobs", MaxBulk)
 		return v
 	}
+	prefixes := make([]string, len(jobs))
+	for i := range jobs {
+		prefixes[i] = "jobs[" + strconv.Itoa(i) + "]."
+	}
+	ValidateBatch(jobs, prefixes, nil, c.KnownType, nil, v)
+	return v.Err()
+}
+
+// ValidateBatch checks each job (NewJob.Validate, named after prefixes[i]) and that no
+// jobId repeats within the batch. Jobs marked in skip (already refused) are passed over;
+// extra, when set, adds checks of its own per job (the API's data validators).
+func ValidateBatch(jobs []NewJob, prefixes []string, skip []bool, known func(string) bool,
+	extra func(j *NewJob, prefix string, v *ValidationError), v *ValidationError) {
 	seen := make(map[string]int)
 	for i := range jobs {
-		prefix := "jobs[" + strconv.Itoa(i) + "]."
-		jobs[i].Validate(prefix, c.KnownType, v)
-		if id := jobs[i].Options.JobID; id != nil {
+		if skip != nil && skip[i] {
+			continue
+		}
+		j, prefix := &jobs[i], prefixes[i]
+		j.Validate(prefix, known, v)
+		if extra != nil {
+			extra(j, prefix, v)
+		}
+		if id := j.Options.JobID; id != nil {
 			if first, dup := seen[*id]; dup {
 				v.Add(prefix+"options.jobId", "repeats the jobId of jobs[%d]", first)
 			} else {
@@ -177,7 +196,6 @@ func (c *Client) validate(jobs []NewJob) error {
 			}
 		}
 	}
-	return v.Err()
 }
 
 func (c *Client) insertParams(jobs []NewJob) db.JobInsertManyParams {
