@@ -136,18 +136,27 @@ func (s *Server) get(c *gin.Context) error {
 // retention removed.
 func (s *Server) lookup(ctx context.Context, c *gin.Context, id string) (queue.Job, error) {
 	job, err := s.deps.Client.Get(ctx, id)
-	if !errors.Is(err, queue.ErrNotFound) || s.deps.Results == nil {
+	if !errors.Is(err, queue.ErrNotFound) {
 		return job, err
 	}
-	cached, found, cerr := s.deps.Results.Job(ctx, id)
-	if cerr != nil {
-		logger(c).Warn("result cache read failed; answering from Postgres", "err", cerr, "job_id", id)
-		return queue.Job{}, err
+	return s.cached(ctx, c, id)
+}
+
+// cached answers a job that Postgres no longer has from the result cache; ErrNotFound
+// when there is none.
+func (s *Server) cached(ctx context.Context, c *gin.Context, id string) (queue.Job, error) {
+	if s.deps.Results == nil {
+		return queue.Job{}, queue.ErrNotFound
+	}
+	job, found, err := s.deps.Results.Job(ctx, id)
+	if err != nil {
+		logger(c).Warn("result cache read failed; answering from Postgres", "err", err, "job_id", id)
+		return queue.Job{}, queue.ErrNotFound
 	}
 	if !found {
-		return queue.Job{}, err
+		return queue.Job{}, queue.ErrNotFound
 	}
-	return cached, nil
+	return job, nil
 }
 
 // listResponse is the body of GET /api/queue/jobs; nextCursor is null on the last page.

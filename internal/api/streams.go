@@ -165,7 +165,8 @@ func (s *Server) pollInterval(events <-chan Event) time.Duration {
 // result cache when there is one, else from the audit trail (which outlives the job; the
 // result itself is then unknown). A job removed before it finished is not found.
 func (s *Server) removedWhileWaiting(ctx context.Context, c *gin.Context, last queue.Job) (queue.Job, error) {
-	if cached, err := s.lookup(ctx, c, last.ID); err == nil {
+	// Postgres just said the row is gone: only the cache can still have it.
+	if cached, err := s.cached(ctx, c, last.ID); err == nil {
 		return cached, nil
 	}
 	ev, err := s.deps.Client.LastEvent(ctx, last.ID)
