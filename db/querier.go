@@ -51,6 +51,11 @@ type Querier interface {
 	// order, so the rows come back in input order (skipped ones missing). Sentinels stand for "not given", since
 	// array elements cannot be NULL here: '' job id, 0 timeout, -2 retention.
 	JobInsertMany(ctx context.Context, arg JobInsertManyParams) ([]JobInsertManyRow, error)
+	// JobInsertMany for one job, with scalar parameters: no arrays to build, unnest and
+	// materialize. A single enqueue is the common call (API submit, single-job clients), and
+	// this form costs the server about a tenth less per commit. Same semantics: an existing
+	// job id inserts nothing and returns no row.
+	JobInsertOne(ctx context.Context, arg JobInsertOneParams) ([]JobInsertOneRow, error)
 	// The newest audit row of a job id: how a job that retention removed ended.
 	JobLastEvent(ctx context.Context, jobID string) (JobLastEventRow, error)
 	// Who holds the given jobs now, without locking: for rows a heartbeat skipped.

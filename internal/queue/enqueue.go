@@ -93,13 +93,12 @@ func (c *Client) EnqueueMany(ctx context.Context, tx db.DBTX, jobs []NewJob) ([]
 	if err := c.validate(jobs); err != nil {
 		return nil, err
 	}
-	params := c.insertParams(jobs)
 	_, inTx := tx.(pgx.Tx)
 	// Inside a caller's transaction the statement notifies (delivered at its commit).
 	// Outside, the first enqueue of a burst notifies in its own statement too, saving
 	// the workers a round trip; the rest of the burst is coalesced by the notifier.
-	params.Notify = inTx || c.notify.claimLeadingEdge()
-	rows, err := db.New(tx).JobInsertMany(ctx, params)
+	notify := inTx || c.notify.claimLeadingEdge()
+	rows, err := c.insert(ctx, tx, jobs, notify)
 	if err != nil {
 		return nil, mapInsertError(err)
 	}
@@ -109,7 +108,7 @@ func (c *Client) EnqueueMany(ctx context.Context, tx db.DBTX, jobs []NewJob) ([]
 	var existing []string
 	for i, j := range jobs {
 		if next < len(rows) && (j.Options.JobID == nil || rows[next].ID == *j.Options.JobID) {
-			out[i] = Enqueued{Job: jobFromRow(db.QueueJob(rows[next])), Created: true}
+			out[i] = Enqueued{Job: jobFromRow(rows[next]), Created: true}
 			next++
 			continue
 		}
@@ -142,7 +141,7 @@ func (c *Client) EnqueueMany(ctx context.Context, tx db.DBTX, jobs []NewJob) ([]
 			out[i] = Enqueued{Job: jobFromRow(r)}
 		}
 	}
-	if !inTx && !params.Notify && next > 0 {
+	if !inTx && !notify && next > 0 {
 		c.notify.poke()
 	}
 	if c.cfg.OnEnqueued != nil && next > 0 {
@@ -196,6 +195,48 @@ func ValidateBatch(jobs []NewJob, prefixes []string, skip []bool, known func(str
 			}
 		}
 	}
+}
+
+// insert runs the insert statement: the scalar one for a single job, the array one for
+// a batch. Rows come back in input order, without the jobs whose id existed.
+func (c *Client) insert(ctx context.Context, tx db.DBTX, jobs []NewJob, notify bool) ([]db.QueueJob, error) {
+	q := db.New(tx)
+	if len(jobs) == 1 {
+		j := jobs[0]
+		o := j.Options
+		b := o.Backoff.resolve()
+		rows, err := q.JobInsertOne(ctx, db.JobInsertOneParams{
+			JobID: o.JobID, Type: j.Type, DelayMs: valueOr(o.Delay, 0),
+			Priority: int32(valueOr(o.Priority, DefaultPriority)), Data: j.Data,
+			MaxAttempts: int32(valueOr(o.Attempts, DefaultAttempts)),
+			BackoffType: b.Type, BackoffDelayMs: int32(b.Delay),
+			TimeoutMs:        nullInt32(int32(valueOr(o.Timeout, 0)), 0),
+			RemoveOnComplete: nullInt32(retentionParam(o.RemoveOnComplete, c.cfg.RemoveOnComplete), -2),
+			RemoveOnFail:     nullInt32(retentionParam(o.RemoveOnFail, c.cfg.RemoveOnFail), -2),
+			Notify:           notify,
+		})
+		out := make([]db.QueueJob, len(rows))
+		for i, r := range rows {
+			out[i] = db.QueueJob(r)
+		}
+		return out, err
+	}
+	params := c.insertParams(jobs)
+	params.Notify = notify
+	rows, err := q.JobInsertMany(ctx, params)
+	out := make([]db.QueueJob, len(rows))
+	for i, r := range rows {
+		out[i] = db.QueueJob(r)
+	}
+	return out, err
+}
+
+// nullInt32 maps the batch statement's "not given" sentinel to NULL.
+func nullInt32(v, sentinel int32) *int32 {
+	if v == sentinel {
+		return nil
+	}
+	return &v
 }
 
 func (c *Client) insertParams(jobs []NewJob) db.JobInsertManyParams {

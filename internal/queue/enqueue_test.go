@@ -383,3 +383,44 @@ func TestConcurrentEnqueueOfOneJobID(t *testing.T) {
 	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM queue.jobs"))
 	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM queue.job_events WHERE job_id = 'same-id'"))
 }
+
+// A single job goes through JobInsertOne, a batch through JobInsertMany: both must store
+// the same row for the same options, defaults included.
+func TestSingleAndBatchInsertStoreTheSameJob(t *testing.T) {
+	b := setup(t)
+	ctx := context.Background()
+	full := queue.Options{
+		Priority: ptr(17), Delay: ptr(int64(60_000)), Attempts: ptr(7),
+		Backoff:          &queue.BackoffOption{Type: "fixed", Delay: ptr(int64(250))},
+		RemoveOnComplete: ptr(queue.Retention(4)), RemoveOnFail: ptr(queue.Retention(queue.RetainForever)),
+		Timeout: ptr(int64(1500)),
+	}
+	cases := map[string]queue.Options{"defaults": {}, "every option": full}
+	for name, opts := range cases {
+		t.Run(name, func(t *testing.T) {
+			mk := func(id string) queue.NewJob {
+				o := opts
+				o.JobID = ptr(id)
+				return queue.NewJob{Type: "CLEANUP", Data: json.RawMessage(`{"k":[1,2]}`), Options: o}
+			}
+			one, err := b.client.Enqueue(ctx, b.pool, mk("one-"+name[:3]))
+			require.NoError(t, err)
+			many, err := b.client.EnqueueMany(ctx, b.pool, []queue.NewJob{mk("many-" + name[:3]), mk("other-" + name[:3])})
+			require.NoError(t, err)
+			x, y := one.Job, many[0].Job
+			require.True(t, one.Created)
+			require.True(t, many[0].Created)
+			require.WithinDuration(t, x.RunAt.Time, y.RunAt.Time, 5*time.Second)
+			require.WithinDuration(t, x.CreatedAt.Time, y.CreatedAt.Time, 5*time.Second)
+			x.ID, x.Seq, x.RunAt, x.CreatedAt = "", 0, y.RunAt, y.CreatedAt
+			y.ID, y.Seq = "", 0
+			require.Equal(t, y, x)
+
+			// Again with the same ids: nothing is created, the stored jobs come back.
+			again, err := b.client.Enqueue(ctx, b.pool, mk("one-"+name[:3]))
+			require.NoError(t, err)
+			require.False(t, again.Created)
+			require.Equal(t, one.Job.Seq, again.Job.Seq)
+		})
+	}
+}
