@@ -12,30 +12,35 @@ import (
 )
 
 // notifier sends NotifyChannel after jobs committed outside a caller's transaction.
-// Pokes coalesce: at most one NOTIFY is in flight and one more is pending, so a burst of
-// enqueues costs a couple of notifications, and the first of a burst is sent at once
-// (leading edge). NOTIFY takes a global lock at commit; one per insert would serialise
-// every enqueue (LESSONS.md).
+// NOTIFY takes a global lock at commit, so one per insert would serialise every enqueue
+// (LESSONS.md). An enqueue after a quiet spell notifies in its own statement (leading
+// edge), so a lone job is picked up without a separate round trip. Enqueues that follow
+// closely are announced by the background sender instead: at most one NOTIFY in flight
+// and one pending, and at least trailingGap apart, so a sustained stream costs about
+// one extra transaction per trailingGap rather than one per few jobs.
 type notifier struct {
 	pool    *pgxpool.Pool
 	pending chan struct{}
 	stop    chan struct{}
 	done    chan struct{}
-	last    atomic.Int64 // unix nanoseconds of the last in-statement notification
+	last    atomic.Int64 // unix nanoseconds of the last enqueue through this client
 }
 
-// leadingEdgeGap is how long after one in-statement notification the next enqueues
-// leave notifying to the coalescing notifier.
+// leadingEdgeGap is how quiet the client must have been for an enqueue to notify in its
+// own statement.
 const leadingEdgeGap = 2 * time.Millisecond
 
-// claimLeadingEdge reports whether this enqueue should notify in its own statement: the
-// first of a burst does, so its job is picked up without waiting for a separate NOTIFY;
-// the rest of the burst (within leadingEdgeGap) is coalesced, since NOTIFY takes a global
-// lock at commit.
+// trailingGap spaces the background notifications of a stream. Workers that are busy do
+// not need them (they claim again as slots free up); an idle worker waits at most this
+// long, and only for a job that came within leadingEdgeGap of another.
+const trailingGap = 2 * time.Millisecond
+
+// claimLeadingEdge records an enqueue and reports whether it is the first after a quiet
+// spell and so should notify in its own statement.
 func (n *notifier) claimLeadingEdge() bool {
 	now := time.Now().UnixNano()
-	last := n.last.Load()
-	return now-last >= int64(leadingEdgeGap) && n.last.CompareAndSwap(last, now)
+	last := n.last.Swap(now)
+	return now-last >= int64(leadingEdgeGap)
 }
 
 // notifyTimeout bounds one NOTIFY; a missed one is covered by the workers' poll.
@@ -54,9 +59,9 @@ func (n *notifier) poke() {
 	}
 }
 
-// run sends one NOTIFY per batch of pokes. A send in flight at close is finished, and
-// so is one poked before close, so the last jobs of a short-lived producer do not wait
-// for a poll (each bounded by notifyTimeout).
+// run sends one NOTIFY per batch of pokes, at least trailingGap apart. A send in flight
+// at close is finished, and so is one poked before close, so the last jobs of a
+// short-lived producer do not wait for a poll (each bounded by notifyTimeout).
 func (n *notifier) run() {
 	defer close(n.done)
 	q := db.New(n.pool)
@@ -71,6 +76,10 @@ func (n *notifier) run() {
 			return
 		case <-n.pending:
 			n.send(q)
+			select {
+			case <-n.stop:
+			case <-time.After(trailingGap):
+			}
 		}
 	}
 }
