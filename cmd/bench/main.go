@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"syscall"
@@ -57,6 +58,8 @@ type options struct {
 	producerURL      string
 	producerEvery    time.Duration
 	producerDuration time.Duration
+
+	cpuProfile string
 }
 
 func parseFlags(args []string) (options, error) {
@@ -72,6 +75,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.pgbench, "pgbench", "", "pgbench binary (default: PATH, then /usr/lib/postgresql/15/bin/pgbench)")
 	fs.BoolVar(&o.profile, "profile", false, "sample pg_stat_activity every 10 ms during single, bulk, drain and latency and print where the server's time went (adds load; not for the headline figures)")
 	fs.BoolVar(&o.verbose, "v", false, "log progress and worker warnings")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a Go CPU profile of the bench process (client and worker) to this file")
 	fs.BoolVar(&o.producer, "producer", false, "internal: run as the latency workload's producer process")
 	fs.StringVar(&o.producerURL, "producer-url", "", "internal: database of the producer")
 	fs.DurationVar(&o.producerEvery, "producer-every", 5*time.Millisecond, "internal: producer interval")
@@ -140,6 +144,17 @@ func main() {
 			os.Exit(1)
 		}
 		return
+	}
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench: -cpuprofile:", err)
+			os.Exit(2)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	if err := run(ctx, o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
