@@ -128,7 +128,7 @@ func jobFromRow(r db.QueueJob) Job {
 	if r.TimeoutMs != nil {
 		j.Timeout = time.Duration(*r.TimeoutMs) * time.Millisecond
 	}
-	if len(r.Errors) > 0 {
+	if len(r.Errors) > 2 { // "[]", the usual value, needs no decoding
 		// The column is constrained to a JSON array written by this package.
 		_ = json.Unmarshal(r.Errors, &j.Errors)
 	}

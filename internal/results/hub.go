@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -125,8 +126,7 @@ func (h *Hub) run(ctx context.Context) {
 			h.healthy.Store(true)
 		case *redis.Message:
 			h.healthy.Store(true)
-			var ev Event
-			if json.Unmarshal([]byte(m.Payload), &ev) == nil {
+			for _, ev := range decodeEvents(m.Payload) {
 				h.dispatch(ev)
 			}
 		}
@@ -155,4 +155,22 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	case <-t.C:
 	case <-ctx.Done():
 	}
+}
+
+// decodeEvents reads one message of the events channel: a JSON array of events (what
+// the publisher sends) or a single event object (what other publishers may send).
+// Anything else is ignored.
+func decodeEvents(payload string) []Event {
+	if strings.HasPrefix(strings.TrimSpace(payload), "[") {
+		var evs []Event
+		if json.Unmarshal([]byte(payload), &evs) != nil {
+			return nil
+		}
+		return evs
+	}
+	var ev Event
+	if json.Unmarshal([]byte(payload), &ev) != nil {
+		return nil
+	}
+	return []Event{ev}
 }

@@ -2,7 +2,6 @@ package results
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"sync/atomic"
 	"time"
@@ -114,21 +113,26 @@ func (p *Publisher) collect(first publication) []publication {
 	return batch
 }
 
+// send writes a batch in one pipeline: the snapshots first, then all the events in one
+// message (a JSON array), so a subscriber that hears of a finished job finds its
+// snapshot, and Redis handles one PUBLISH per batch instead of one per event.
 func (p *Publisher) send(batch []publication) {
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
 	s := p.store
+	events := make([]byte, 0, 128*len(batch))
+	events = append(events, '[')
 	_, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for _, pub := range batch {
+		for i, pub := range batch {
 			if pub.snapshot != nil {
-				if b, err := json.Marshal(pub.snapshot); err == nil {
-					pipe.Set(ctx, s.JobKey(pub.snapshot.ID), b, s.ttl)
-				}
+				pipe.Set(ctx, s.JobKey(pub.snapshot.ID), appendJob(make([]byte, 0, 512), pub.snapshot), s.ttl)
 			}
-			if b, err := json.Marshal(pub.event); err == nil {
-				pipe.Publish(ctx, s.EventsChannel(), b)
+			if i > 0 {
+				events = append(events, ',')
 			}
+			events = appendEvent(events, &pub.event)
 		}
+		pipe.Publish(ctx, s.EventsChannel(), append(events, ']'))
 		return nil
 	})
 	if err != nil {
