@@ -133,13 +133,13 @@ func (q *Queries) JobClaim(ctx context.Context, arg JobClaimParams) ([]JobClaimR
 
 const jobFinishMany = `-- name: JobFinishMany :many
 WITH input AS MATERIALIZED (
-    SELECT ($1::bigint[])[g.i] AS seq,
-           ($2::integer[])[g.i] AS attempt,
-           ($3::boolean[])[g.i] AS ok,
-           ($4::jsonb[])[g.i] AS result,
-           ($5::text[])[g.i] AS message,
-           ($6::bigint[])[g.i] AS retry_ms
-    FROM generate_series(1, cardinality($1::bigint[])) AS g(i)
+    -- unnest walks each array once; subscripting varlena arrays row by row is quadratic.
+    SELECT unnest($1::bigint[]) AS seq,
+           unnest($2::integer[]) AS attempt,
+           unnest($3::boolean[]) AS ok,
+           unnest($4::jsonb[]) AS result,
+           unnest($5::text[]) AS message,
+           unnest($6::bigint[]) AS retry_ms
 ),
 removed AS (
     DELETE FROM queue.jobs j
@@ -185,10 +185,14 @@ updated AS (
               CASE WHEN d.ok THEN NULL ELSE d.message END AS message
 ),
 released AS (
+    -- Only the rows neither branch above took, by key: usually none, so no probe at all
+    -- (a join on state = 'cancelled' would walk every retained cancelled job).
     UPDATE queue.jobs j
     SET lease_owner = NULL, lease_expires_at = NULL
-    FROM input d
-    WHERE j.seq = d.seq AND j.state = 'cancelled' AND j.lease_owner = $7::text
+    WHERE j.seq = ANY (ARRAY(SELECT seq FROM input
+                             EXCEPT ALL SELECT seq FROM removed
+                             EXCEPT ALL SELECT seq FROM updated))
+      AND j.state = 'cancelled' AND j.lease_owner = $7::text
     RETURNING j.seq, j.state
 ),
 audit AS (

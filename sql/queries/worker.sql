@@ -44,13 +44,13 @@ ORDER BY priority DESC, run_at, seq;
 -- once" is deleted here instead of updated; a cancelled job whose handler returned only
 -- gives up its lease. Returns the jobs that changed, with their new state.
 WITH input AS MATERIALIZED (
-    SELECT (sqlc.arg(seqs)::bigint[])[g.i] AS seq,
-           (sqlc.arg(attempts)::integer[])[g.i] AS attempt,
-           (sqlc.arg(ok)::boolean[])[g.i] AS ok,
-           (sqlc.arg(results)::jsonb[])[g.i] AS result,
-           (sqlc.arg(messages)::text[])[g.i] AS message,
-           (sqlc.arg(retry_ms)::bigint[])[g.i] AS retry_ms
-    FROM generate_series(1, cardinality(sqlc.arg(seqs)::bigint[])) AS g(i)
+    -- unnest walks each array once; subscripting varlena arrays row by row is quadratic.
+    SELECT unnest(sqlc.arg(seqs)::bigint[]) AS seq,
+           unnest(sqlc.arg(attempts)::integer[]) AS attempt,
+           unnest(sqlc.arg(ok)::boolean[]) AS ok,
+           unnest(sqlc.arg(results)::jsonb[]) AS result,
+           unnest(sqlc.arg(messages)::text[]) AS message,
+           unnest(sqlc.arg(retry_ms)::bigint[]) AS retry_ms
 ),
 removed AS (
     DELETE FROM queue.jobs j
@@ -96,10 +96,14 @@ updated AS (
               CASE WHEN d.ok THEN NULL ELSE d.message END AS message
 ),
 released AS (
+    -- Only the rows neither branch above took, by key: usually none, so no probe at all
+    -- (a join on state = 'cancelled' would walk every retained cancelled job).
     UPDATE queue.jobs j
     SET lease_owner = NULL, lease_expires_at = NULL
-    FROM input d
-    WHERE j.seq = d.seq AND j.state = 'cancelled' AND j.lease_owner = sqlc.arg(worker)::text
+    WHERE j.seq = ANY (ARRAY(SELECT seq FROM input
+                             EXCEPT ALL SELECT seq FROM removed
+                             EXCEPT ALL SELECT seq FROM updated))
+      AND j.state = 'cancelled' AND j.lease_owner = sqlc.arg(worker)::text
     RETURNING j.seq, j.state
 ),
 audit AS (
