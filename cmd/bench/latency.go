@@ -22,11 +22,19 @@ import (
 type latencyRecorder struct {
 	mu     sync.Mutex
 	delays []float64 // ms
+	starts []jobStart
 }
 
-func (r *latencyRecorder) add(d time.Duration) {
+// jobStart is one measured job, kept to split its delay with the audit trail's times.
+type jobStart struct {
+	id            string
+	stamp, handle time.Time
+}
+
+func (r *latencyRecorder) add(id string, stamp, handle time.Time) {
 	r.mu.Lock()
-	r.delays = append(r.delays, ms(d))
+	r.delays = append(r.delays, ms(handle.Sub(stamp)))
+	r.starts = append(r.starts, jobStart{id: id, stamp: stamp, handle: handle})
 	r.mu.Unlock()
 }
 
@@ -47,7 +55,7 @@ func (r *latencyRecorder) handler(_ context.Context, job *jobs.Job) (any, error)
 	now := time.Now()
 	var s stampedJob
 	if err := json.Unmarshal(job.Data, &s); err == nil && s.T > 0 {
-		r.add(now.Sub(time.Unix(0, s.T)))
+		r.add(job.ID, time.Unix(0, s.T), now)
 	}
 	return nil, nil
 }
@@ -111,6 +119,9 @@ func (b *bench) latency(ctx context.Context, t *target) (result, error) {
 	}
 	if sum.Failed > 0 {
 		res.note("%d enqueues failed", sum.Failed)
+	}
+	if err := latencyBreakdown(ctx, t, rec, &res); err != nil {
+		return res, err
 	}
 	slices.Sort(delays)
 	res.set("p50_ms", percentile(delays, 50))
@@ -200,4 +211,57 @@ func runProducer(ctx context.Context, o options) error {
 	sum.LateP99 = percentile(late, 99)
 	sum.RateAchieved = float64(n) / elapsed.Seconds()
 	return json.NewEncoder(os.Stdout).Encode(sum)
+}
+
+// latencyBreakdown splits each job's delay at the times the audit trail records (the
+// server's now(), the start of each transaction): stamp → the enqueue's transaction
+// (client and network), → the claim's transaction (enqueue statement, durable commit,
+// NOTIFY, wake-up), → the handler's first act (claim statement and dispatch). Medians.
+func latencyBreakdown(ctx context.Context, t *target, rec *latencyRecorder, res *result) error {
+	rec.mu.Lock()
+	starts := slices.Clone(rec.starts)
+	rec.mu.Unlock()
+	ids := make([]string, len(starts))
+	for i, s := range starts {
+		ids[i] = s.id
+	}
+	rows, err := t.ctl.Query(ctx, `
+SELECT job_id, min(at) FILTER (WHERE state = 'waiting'), min(at) FILTER (WHERE state = 'active')
+FROM queue.job_events WHERE job_id = ANY($1) GROUP BY job_id`, ids)
+	if err != nil {
+		return fmt.Errorf("latency breakdown: %w", err)
+	}
+	type times struct{ enq, claim *time.Time }
+	byID := map[string]times{}
+	for rows.Next() {
+		var id string
+		var tm times
+		if err := rows.Scan(&id, &tm.enq, &tm.claim); err != nil {
+			return fmt.Errorf("latency breakdown: %w", err)
+		}
+		byID[id] = tm
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("latency breakdown: %w", err)
+	}
+	var toEnqueue, toClaim, toHandler []float64
+	for _, s := range starts {
+		tm := byID[s.id]
+		if tm.enq == nil || tm.claim == nil {
+			continue // audit trail switched off
+		}
+		toEnqueue = append(toEnqueue, ms(tm.enq.Sub(s.stamp)))
+		toClaim = append(toClaim, ms(tm.claim.Sub(*tm.enq)))
+		toHandler = append(toHandler, ms(s.handle.Sub(*tm.claim)))
+	}
+	if len(toClaim) == 0 {
+		return nil
+	}
+	for _, d := range [][]float64{toEnqueue, toClaim, toHandler} {
+		slices.Sort(d)
+	}
+	res.set("split_stamp_to_enqueue_tx_p50_ms", percentile(toEnqueue, 50))
+	res.set("split_enqueue_tx_to_claim_tx_p50_ms", percentile(toClaim, 50))
+	res.set("split_claim_tx_to_handler_p50_ms", percentile(toHandler, 50))
+	return nil
 }
