@@ -221,15 +221,41 @@ func (c *Client) insert(ctx context.Context, tx db.DBTX, jobs []NewJob, notify b
 		}
 		return out, err
 	}
-	params := c.insertParams(jobs)
-	params.Notify = notify
-	rows, err := q.JobInsertMany(ctx, params)
-	out := make([]db.QueueJob, len(rows))
-	for i, r := range rows {
-		out[i] = db.QueueJob(r)
+	p := c.insertParams(jobs)
+	p.Notify = notify
+	rows, err := q.JobInsertMany(ctx, p)
+	if err != nil {
+		return nil, err
 	}
-	return out, err
+	// Each row is the next job whose id did not exist; the statement returns only the
+	// columns the database decides, and the rest are what we sent (and the columns'
+	// defaults), as TestBatchInsertReturnsTheStoredJobs checks.
+	out := make([]db.QueueJob, 0, len(rows))
+	for i := range jobs {
+		if len(out) == len(rows) {
+			break
+		}
+		r := rows[len(out)]
+		if p.JobIds[i] != "" && r.ID != p.JobIds[i] {
+			continue // that id existed
+		}
+		out = append(out, db.QueueJob{
+			Seq: r.Seq, ID: r.ID, Type: p.Types[i], State: r.State, Priority: p.Priorities[i],
+			Data: r.Data, MaxAttempts: p.MaxAttempts[i], BackoffType: p.BackoffTypes[i],
+			BackoffDelayMs: p.BackoffDelaysMs[i], TimeoutMs: nullInt32(p.TimeoutsMs[i], 0),
+			RemoveOnComplete: nullInt32(p.RemoveOnCompletes[i], -2),
+			RemoveOnFail:     nullInt32(p.RemoveOnFails[i], -2),
+			RunAt:            r.RunAt, CreatedAt: r.CreatedAt, Errors: emptyErrors,
+		})
+	}
+	if len(out) != len(rows) {
+		return nil, fmt.Errorf("enqueue: insert returned %d rows that match no job", len(rows)-len(out))
+	}
+	return out, nil
 }
+
+// emptyErrors is queue.jobs.errors' default.
+var emptyErrors = []byte("[]")
 
 // nullInt32 maps the batch statement's "not given" sentinel to NULL.
 func nullInt32(v, sentinel int32) *int32 {

@@ -424,3 +424,41 @@ func TestSingleAndBatchInsertStoreTheSameJob(t *testing.T) {
 		})
 	}
 }
+
+// EnqueueMany builds most of each returned job from what it sent: every field must be
+// what the table holds, for defaults, every option, delays and existing ids alike.
+func TestBatchInsertReturnsTheStoredJobs(t *testing.T) {
+	b := setup(t)
+	ctx := context.Background()
+	r := func(n int) *queue.Retention { v := queue.Retention(n); return &v }
+	_, err := b.client.Enqueue(ctx, b.pool, queue.NewJob{Type: "CLEANUP", Data: json.RawMessage(`{}`),
+		Options: queue.Options{JobID: ptr("exists")}})
+	require.NoError(t, err)
+	batch := []queue.NewJob{
+		{Type: "CLEANUP", Data: json.RawMessage(`{"b": 2,  "a": [1, {"z": null}]}`)},
+		{Type: "EMAIL_SEND", Data: json.RawMessage(`{"to":"a@b.c","subject":"s","body":"x"}`), Options: queue.Options{
+			Priority: ptr(20), Delay: ptr(int64(5000)), Attempts: ptr(9), JobID: ptr("custom-1"),
+			Backoff: &queue.BackoffOption{Type: "fixed", Delay: ptr(int64(10))}, Timeout: ptr(int64(99)),
+			RemoveOnComplete: r(0), RemoveOnFail: r(queue.RetainForever)}},
+		{Type: "CLEANUP", Data: json.RawMessage(`{}`), Options: queue.Options{JobID: ptr("exists")}},
+		{Type: "CACHE_WARM", Data: json.RawMessage(`{"cacheKey":"k"}`), Options: queue.Options{RemoveOnComplete: r(7)}},
+	}
+	out, err := b.client.EnqueueMany(ctx, b.pool, batch)
+	require.NoError(t, err)
+	require.Len(t, out, len(batch))
+	require.False(t, out[2].Created)
+	ids := make([]string, len(out))
+	for i, e := range out {
+		ids[i] = e.Job.ID
+	}
+	stored := map[string]queue.Job{}
+	for _, id := range ids {
+		j, err := b.client.Get(ctx, id)
+		require.NoError(t, err)
+		stored[id] = j
+	}
+	for i, e := range out {
+		require.Equal(t, stored[e.Job.ID], e.Job, "job %d", i)
+	}
+	require.Equal(t, `{"a": [1, {"z": null}], "b": 2}`, string(out[0].Job.Data), "data as jsonb stores it")
+}

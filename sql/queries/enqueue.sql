@@ -31,7 +31,9 @@ inserted AS (
     FROM input i
     ORDER BY i.seq
     ON CONFLICT (id) DO NOTHING
-    RETURNING *
+    -- Only what the client cannot know; it fills in the rest from its own arrays (a
+    -- thousand full rows cost a tenth of the statement to build, send and decode).
+    RETURNING seq, id, type, state, data, created_at, run_at
 ),
 audit AS (
     INSERT INTO queue.job_events (job_id, type, state, attempt)
@@ -42,7 +44,7 @@ wake AS (
     SELECT pg_notify('queue_jobs', '')
     WHERE sqlc.arg(notify)::boolean AND EXISTS (SELECT 1 FROM inserted WHERE state = 'waiting')
 )
-SELECT * FROM inserted
+SELECT seq, id, state, data, created_at, run_at FROM inserted
 WHERE (SELECT count(*) FROM wake) >= 0
 ORDER BY seq;
 
