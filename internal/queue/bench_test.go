@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgqueue/queue/internal/queue"
@@ -14,14 +15,18 @@ import (
 
 // The round trips on the latency path of one job, each alone on an idle database:
 // go test ./internal/queue -run '^$' -bench . -benchtime 2000x
-func BenchmarkEnqueueOne(b *testing.B) {
-	ctx := context.Background()
+func benchSetup(b *testing.B) (*queue.Client, *pgxpool.Pool, queue.NewJob) {
 	u := testutil.NewMigratedDatabase(b)
 	pool := testutil.Pool(b, u)
-	c, err := queue.NewClient(ctx, pool, queue.ClientConfig{})
+	c, err := queue.NewClient(context.Background(), pool, queue.ClientConfig{})
 	require.NoError(b, err)
 	b.Cleanup(c.Close)
-	job := queue.NewJob{Type: "CLEANUP", Data: json.RawMessage(`{}`)}
+	return c, pool, queue.NewJob{Type: "CLEANUP", Data: json.RawMessage(`{}`)}
+}
+
+func BenchmarkEnqueueOne(b *testing.B) {
+	ctx := context.Background()
+	c, pool, job := benchSetup(b)
 	for b.Loop() {
 		if _, err := c.Enqueue(ctx, pool, job); err != nil {
 			b.Fatal(err)
@@ -31,12 +36,7 @@ func BenchmarkEnqueueOne(b *testing.B) {
 
 func BenchmarkClaimOne(b *testing.B) {
 	ctx := context.Background()
-	u := testutil.NewMigratedDatabase(b)
-	pool := testutil.Pool(b, u)
-	c, err := queue.NewClient(ctx, pool, queue.ClientConfig{})
-	require.NoError(b, err)
-	b.Cleanup(c.Close)
-	job := queue.NewJob{Type: "CLEANUP", Data: json.RawMessage(`{}`)}
+	c, pool, job := benchSetup(b)
 	for b.Loop() {
 		b.StopTimer()
 		if _, err := c.Enqueue(ctx, pool, job); err != nil {
