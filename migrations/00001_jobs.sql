@@ -6,7 +6,8 @@ CREATE SCHEMA queue;
 -- The known job types live in one immutable function rather than in a table with a
 -- foreign key: a foreign key takes a KEY SHARE lock on the parent row for every insert,
 -- which turns one hot type row into a multixact bottleneck under concurrent enqueues.
--- Adding a type is a migration that replaces queue.job_types() (existing rows stay valid).
+-- Adding a type is a migration that replaces queue.job_types() (existing rows stay valid)
+-- and, since 00005, the literal list of the jobs_type_known CHECK.
 -- +goose StatementBegin
 CREATE FUNCTION queue.job_types() RETURNS text[]
     LANGUAGE sql IMMUTABLE PARALLEL SAFE

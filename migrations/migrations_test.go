@@ -3,6 +3,7 @@ package migrations_test
 import (
 	"context"
 	"database/sql"
+	"regexp"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -61,4 +62,24 @@ func TestUpDownUp(t *testing.T) {
 	v, err := p.GetDBVersion(ctx)
 	require.NoError(t, err)
 	require.Equal(t, migrations.Latest(), v)
+}
+
+// The jobs table's type CHECK lists the types literally (cheap to prepare); the list must
+// be exactly queue.job_types(), which enqueue and the clients read.
+func TestTypeCheckMatchesJobTypes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testutil.Pool(t, testutil.NewMigratedDatabase(t))
+	var def string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT pg_get_constraintdef(oid) FROM pg_constraint
+		WHERE conrelid = 'queue.jobs'::regclass AND conname = 'jobs_type_known'`).Scan(&def))
+	var inCheck []string
+	for _, m := range regexp.MustCompile(`'([A-Z_]+)'`).FindAllStringSubmatch(def, -1) {
+		inCheck = append(inCheck, m[1])
+	}
+	var types []string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT queue.job_types()`).Scan(&types))
+	require.NotEmpty(t, types)
+	require.ElementsMatch(t, types, inCheck, "CHECK %s", def)
+	require.NotContains(t, def, "job_type_known", "a SQL function in the CHECK is parsed again on every statement")
 }
