@@ -95,8 +95,8 @@ func (c *Client) EnqueueMany(ctx context.Context, tx db.DBTX, jobs []NewJob) ([]
 	}
 	_, inTx := tx.(pgx.Tx)
 	// Inside a caller's transaction the statement notifies (delivered at its commit).
-	// Outside, the first enqueue of a burst notifies in its own statement too, saving
-	// the workers a round trip; the rest of the burst is coalesced by the notifier.
+	// Outside, an enqueue after a quiet spell notifies in its own statement too, saving
+	// the workers a round trip; the rest of a stream is left to the notifier.
 	notify := inTx || c.notify.claimLeadingEdge()
 	rows, err := c.insert(ctx, tx, jobs, notify)
 	if err != nil {
@@ -201,18 +201,19 @@ func ValidateBatch(jobs []NewJob, prefixes []string, skip []bool, known func(str
 // a batch. Rows come back in input order, without the jobs whose id existed.
 func (c *Client) insert(ctx context.Context, tx db.DBTX, jobs []NewJob, notify bool) ([]db.QueueJob, error) {
 	q := db.New(tx)
+	p := c.insertParams(jobs)
+	p.Notify = notify
 	if len(jobs) == 1 {
-		j := jobs[0]
-		o := j.Options
-		b := o.Backoff.resolve()
+		var id *string
+		if p.JobIds[0] != "" {
+			id = &p.JobIds[0]
+		}
 		rows, err := q.JobInsertOne(ctx, db.JobInsertOneParams{
-			JobID: o.JobID, Type: j.Type, DelayMs: valueOr(o.Delay, 0),
-			Priority: int32(valueOr(o.Priority, DefaultPriority)), Data: j.Data,
-			MaxAttempts: int32(valueOr(o.Attempts, DefaultAttempts)),
-			BackoffType: b.Type, BackoffDelayMs: int32(b.Delay),
-			TimeoutMs:        nullInt32(int32(valueOr(o.Timeout, 0)), 0),
-			RemoveOnComplete: nullInt32(retentionParam(o.RemoveOnComplete, c.cfg.RemoveOnComplete), -2),
-			RemoveOnFail:     nullInt32(retentionParam(o.RemoveOnFail, c.cfg.RemoveOnFail), -2),
+			JobID: id, Type: p.Types[0], DelayMs: p.DelaysMs[0], Priority: p.Priorities[0],
+			Data: p.Data[0], MaxAttempts: p.MaxAttempts[0], BackoffType: p.BackoffTypes[0],
+			BackoffDelayMs: p.BackoffDelaysMs[0], TimeoutMs: nullInt32(p.TimeoutsMs[0], 0),
+			RemoveOnComplete: nullInt32(p.RemoveOnCompletes[0], -2),
+			RemoveOnFail:     nullInt32(p.RemoveOnFails[0], -2),
 			Notify:           notify,
 		})
 		out := make([]db.QueueJob, len(rows))
@@ -221,8 +222,6 @@ func (c *Client) insert(ctx context.Context, tx db.DBTX, jobs []NewJob, notify b
 		}
 		return out, err
 	}
-	p := c.insertParams(jobs)
-	p.Notify = notify
 	rows, err := q.JobInsertMany(ctx, p)
 	if err != nil {
 		return nil, err
