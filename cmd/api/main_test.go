@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -42,37 +41,11 @@ func buildAPI(t *testing.T) string {
 	return binPath
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// syncBuffer collects a process's output while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func start(t *testing.T, env ...string) (*exec.Cmd, *syncBuffer) {
+func start(t *testing.T, env ...string) (*exec.Cmd, *testutil.SyncBuffer) {
 	t.Helper()
 	cmd := exec.Command(buildAPI(t))
 	cmd.Env = append(os.Environ(), env...)
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() {
@@ -86,7 +59,7 @@ func start(t *testing.T, env ...string) (*exec.Cmd, *syncBuffer) {
 
 func TestServesAndStopsGracefully(t *testing.T) {
 	t.Parallel()
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	cmd, out := start(t, "DATABASE_URL="+testutil.NewMigratedDatabase(t), "PORT="+strconv.Itoa(port),
 		"API_KEYS=", "API_BIND=", "LOG_FORMAT=text", "REDIS_URL=redis://127.0.0.1:1/0")
 	base := "http://127.0.0.1:" + strconv.Itoa(port)
@@ -139,7 +112,7 @@ func TestServesAndStopsGracefully(t *testing.T) {
 
 func TestRefusesAnOldSchema(t *testing.T) {
 	t.Parallel()
-	cmd, out := start(t, "DATABASE_URL="+testutil.NewDatabase(t), "PORT="+strconv.Itoa(freePort(t)))
+	cmd, out := start(t, "DATABASE_URL="+testutil.NewDatabase(t), "PORT="+strconv.Itoa(testutil.FreePort(t)))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	done := make(chan error, 1)

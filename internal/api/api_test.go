@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -64,25 +63,7 @@ type env struct {
 	client *queue.Client
 	srv    *api.Server
 	http   *httptest.Server
-	logs   *syncBuffer
-}
-
-// syncBuffer collects log output from concurrent requests.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs   *testutil.SyncBuffer
 }
 
 // setup starts the API on a fresh database; tune may change its Deps.
@@ -94,7 +75,7 @@ func setup(t *testing.T, tune ...func(*api.Deps)) *env {
 	})
 	require.NoError(t, err)
 	t.Cleanup(client.Close)
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	d := api.Deps{
 		Pool: pool, Client: client, Registry: testRegistry(),
 		Logger:   slog.New(slog.NewJSONHandler(logs, nil)),

@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -63,14 +62,6 @@ func scale(t *testing.T) int {
 
 func report(t *testing.T, format string, args ...any) {
 	t.Logf("FIGURES "+format, args...)
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // proc is an api or worker process of the test.
@@ -135,7 +126,7 @@ type system struct {
 
 // newSystem prepares the environment of the processes; nothing runs yet.
 func newSystem(t *testing.T, dbURL, redisURL string, extra ...string) *system {
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	data := t.TempDir()
 	env := append([]string{
 		"DATABASE_URL=" + dbURL, "REDIS_URL=" + redisURL, "REDIS_PREFIX=" + testutil.RedisPrefix(t),

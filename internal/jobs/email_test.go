@@ -28,6 +28,8 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pgqueue/queue/internal/testutil"
 )
 
 // mimePart is one leaf of a parsed message.
@@ -389,13 +391,9 @@ func TestEmailSMTPErrorsAreClassified(t *testing.T) {
 	}
 
 	// Nobody listening: the connection is refused, which may pass.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	host, port, _ := net.SplitHostPort(addr)
-	b := setup(t, setupOpts{env: map[string]string{"SMTP_HOST": host, "SMTP_PORT": port, "SMTP_TLS": "none"}})
-	_, err = run(t, &emailHandler{deps: b.deps}, ValidateEmail, obj{"to": "bo@example.com", "subject": "s", "template": "test"})
+	port := strconv.Itoa(testutil.FreePort(t))
+	b := setup(t, setupOpts{env: map[string]string{"SMTP_HOST": "127.0.0.1", "SMTP_PORT": port, "SMTP_TLS": "none"}})
+	_, err := run(t, &emailHandler{deps: b.deps}, ValidateEmail, obj{"to": "bo@example.com", "subject": "s", "template": "test"})
 	require.Error(t, err)
 	require.False(t, IsPermanent(err), "%v", err)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,12 +35,7 @@ func StartPostgres(t testing.TB) *PostgresServer {
 	if _, err := os.Stat(filepath.Join(PGBinDir, "initdb")); err != nil {
 		t.Skipf("no Postgres server binaries in %s; this test needs a private cluster it can restart", PGBinDir)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
+	port := FreePort(t)
 	dir, err := os.MkdirTemp("", "pgfault-")
 	if err != nil {
 		t.Fatal(err)
