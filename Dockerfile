@@ -11,7 +11,7 @@ COPY go.mod go.sum ./
 RUN go mod download
 
 COPY . .
-# Only the three processes of API.md; cmd/bench is a developer tool and stays out.
+# Only the three processes (migrate, api, worker); cmd/bench is a developer tool and stays out.
 # The mail templates, migrations and OpenAPI document are go:embed'ed, so the binaries
 # are all the runtime needs.
 RUN go build -trimpath -ldflags "-s -w" -o /out/bin/ ./cmd/migrate ./cmd/api ./cmd/worker \

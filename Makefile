@@ -1,4 +1,4 @@
-# Local defaults match the services of DESIGN.md (Postgres and Redis on 127.0.0.1).
+# Local defaults match the development machines' services (Postgres and Redis on 127.0.0.1).
 # Tests use TEST_DATABASE_URL / TEST_REDIS_URL; unset them (make test TEST_DATABASE_URL=)
 # to let the tests start containers with testcontainers-go instead.
 TEST_DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable
@@ -38,7 +38,7 @@ run: build
 clean:
 	rm -rf $(BIN)
 
-# Benchmarks of issue 7 (docs/BENCHMARKS.md). Both create and drop their own database on
+# The benchmark (docs/BENCHMARKS.md). Both create and drop their own database on
 # DATABASE_URL's server; neither touches the queue schema of the database it names.
 BENCH_FLAGS ?= -runs 3 -ceiling
 
@@ -60,5 +60,5 @@ FUZZTIME ?= 10s
 .PHONY: fuzz
 fuzz:
 	go test -run '^$$' -fuzz '^FuzzSubmitBody$$' -fuzztime $(FUZZTIME) ./internal/api/
-	go test -run '^$$' -fuzz '^FuzzRelPath$$' -fuzztime $(FUZZTIME) ./internal/jobs/
+	go test -run '^$$' -fuzz '^FuzzRelPath$$' -fuzztime $(FUZZTIME) ./internal/kinds/
 	go test -run '^$$' -fuzz '^FuzzEnqueueArguments$$' -fuzztime $(FUZZTIME) -parallel 1 ./internal/queue/

@@ -1,7 +1,7 @@
 -- Exact job counts by state and type without counting the table: every statement that
 -- changes queue.jobs appends its net change per (state, type) to queue.job_counts, and
 -- the maintenance leader folds those rows together. Stats then sum a few rows instead of
--- scanning millions (LESSONS.md: count(*) GROUP BY state is what hurts dashboards).
+-- scanning millions (count(*) GROUP BY state is what makes queue dashboards hurt production).
 -- Statement-level triggers with transition tables cost one small INSERT per statement,
 -- not per row, and nothing contends: deltas are appended, never updated in place.
 

@@ -1,5 +1,5 @@
 #!/bin/sh
-# The machine's one-write-per-commit ceiling, as in issue 7: pgbench with one single-row
+# The machine's one-write-per-commit ceiling: pgbench with one single-row
 # INSERT per transaction, then one single-row UPDATE per transaction, 8 clients, 20 s each,
 # on a scratch database of DATABASE_URL's server (created here, dropped on exit).
 # `go run ./cmd/bench -ceiling` runs the same scripts beside the queue's own figures.

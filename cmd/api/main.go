@@ -1,4 +1,4 @@
-// Command api serves the REST API of API.md on API_BIND:PORT until SIGTERM or SIGINT,
+// Command api serves the REST API on API_BIND:PORT until SIGTERM or SIGINT,
 // then stops accepting connections, ends open wait and event streams, lets requests in
 // flight finish within QUEUE_SHUTDOWN_TIMEOUT, and exits 0.
 package main
@@ -63,20 +63,17 @@ func run() error {
 		return err
 	}
 
-	// The API fixes the retention defaults on the jobs it accepts (API.md, Retention).
-	client, err := queue.NewClient(ctx, pool, queue.ClientConfig{
-		RemoveOnComplete: &cfg.RemoveOnComplete, RemoveOnFail: &cfg.RemoveOnFail,
+	// The kinds only check data here (the API never runs a handler); their settings add
+	// the checks that depend on the environment. The API fixes the retention defaults on
+	// the jobs it accepts.
+	registry := jobs.Builtin(jobs.Deps{Settings: cfg.JobSettings(), Logger: log})
+	client, err := queue.NewClient(pool, queue.ClientConfig{
+		Kinds: registry, RemoveOnComplete: &cfg.RemoveOnComplete, RemoveOnFail: &cfg.RemoveOnFail,
 	})
 	if err != nil {
 		return err
 	}
 	defer client.Close()
-
-	// Validators need no dependencies; the API never runs a handler.
-	registry, err := jobs.Builtin(jobs.Deps{Config: cfg, Logger: log})
-	if err != nil {
-		return err
-	}
 
 	redisOpts, err := cfg.RedisOptions()
 	if err != nil {
@@ -97,7 +94,7 @@ func run() error {
 	publisher := store.NewPublisher()
 	defer publisher.Close()
 	deps := api.Deps{
-		Pool: pool, Client: client, Registry: registry, Logger: log,
+		Pool: pool, Client: client, Logger: log,
 		APIKeys: cfg.APIKeys, TrustedProxies: cfg.TrustedProxies,
 		RateLimitSubmit: cfg.RateLimitSubmit, MaxStreams: cfg.MaxStreams,
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/pgqueue/queue/internal/jobs"
 	"github.com/pgqueue/queue/internal/testutil"
 )
 
@@ -77,6 +79,26 @@ func TestServesAndStopsGracefully(t *testing.T) {
 	require.NoError(t, err)
 	res.Body.Close()
 	require.Equal(t, http.StatusOK, res.StatusCode, "Redis down is reported, still 200")
+
+	// The served OpenAPI document names the job types this binary accepts: the built-in
+	// kinds it registers.
+	res, err = http.Get(base + "/api/openapi.json")
+	require.NoError(t, err)
+	var doc struct {
+		Components struct {
+			Schemas struct {
+				JobType struct {
+					Enum []string `json:"enum"`
+				} `json:"JobType"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	err = json.NewDecoder(res.Body).Decode(&doc)
+	res.Body.Close()
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, res.StatusCode)
+	require.ElementsMatch(t, jobs.Builtin(jobs.Deps{}).Names(), doc.Components.Schemas.JobType.Enum)
+	require.Contains(t, doc.Components.Schemas.JobType.Enum, jobs.TypeCleanup)
 
 	// A wait in flight is answered when the server shuts down, not outwaited.
 	waitDone := make(chan int, 1)

@@ -21,7 +21,9 @@ import (
 //     ANALYZE, rolled back), without the commit that dominates claim1;
 //   - claim1_after_drain, pick_after_drain_exec: claim1 and the pick again right after
 //     that drain, before any vacuum, with the drained rows' dead tuples at the head of
-//     the claim index.
+//     the claim index;
+//   - other_queue_claim1: claim1 in another queue that holds only the jobs it claims,
+//     while the backlog waits in the default one (each queue's claim walks its own rows).
 func (b *bench) depth(ctx context.Context, t *target) (result, error) {
 	var res result
 	levels := []int{b.scaled(1_000, 100), b.scaled(100_000, 1_000), b.scaled(1_000_000, 10_000)}
@@ -92,11 +94,17 @@ func (b *bench) depthLevel(ctx context.Context, t *target, p *producer, n int, r
 
 	k1 := min(max(n/20, 20), 200)
 	k10 := min(max(n/200, 5), 50)
-	c1, err := probeClaims(ctx, p.client, k1, 1)
+	prober := queue.NewRunner(p.pool, "bench-prober")
+	other, err := b.otherQueueClaims(ctx, p, prober, k1)
 	if err != nil {
 		return err
 	}
-	c10, err := probeClaims(ctx, p.client, k10, 10)
+	res.set(name+"_other_queue_claim1_p50_ms", percentile(other, 50))
+	c1, err := probeClaims(ctx, prober, queue.DefaultQueue, k1, 1)
+	if err != nil {
+		return err
+	}
+	c10, err := probeClaims(ctx, prober, queue.DefaultQueue, k10, 10)
 	if err != nil {
 		return err
 	}
@@ -141,7 +149,7 @@ func (b *bench) depthLevel(ctx context.Context, t *target, p *producer, n int, r
 		return err
 	}
 	if k := min(k1, left); k >= 10 {
-		after, err := probeClaims(ctx, p.client, k, 1)
+		after, err := probeClaims(ctx, prober, queue.DefaultQueue, k, 1)
 		if err != nil {
 			return err
 		}
@@ -150,14 +158,30 @@ func (b *bench) depthLevel(ctx context.Context, t *target, p *producer, n int, r
 	return nil
 }
 
-// probeClaims claims size jobs k times in a row, as an otherwise idle worker would, and
-// returns the sorted latencies in ms. The claimed jobs keep a long lease, so no rescue
-// runs in the middle of the measurement.
-func probeClaims(ctx context.Context, c *queue.Client, k, size int) ([]float64, error) {
+// otherQueue holds a few jobs beside the depth backlog of the default queue.
+const otherQueue = "bench-other"
+
+// otherQueueClaims enqueues k jobs in otherQueue and claims them one at a time.
+func (b *bench) otherQueueClaims(ctx context.Context, p *producer, prober *queue.Runner, k int) ([]float64, error) {
+	batch := noopBatch(k)
+	q := otherQueue
+	for i := range batch {
+		batch[i].Options.Queue = &q
+	}
+	if _, err := p.client.EnqueueMany(ctx, p.pool, batch); err != nil {
+		return nil, err
+	}
+	return probeClaims(ctx, prober, otherQueue, k, 1)
+}
+
+// probeClaims claims size jobs of a queue k times in a row, as an otherwise idle worker
+// would, and returns the sorted latencies in ms. The claimed jobs keep a long lease, so
+// no rescue runs in the middle of the measurement.
+func probeClaims(ctx context.Context, r *queue.Runner, queueName string, k, size int) ([]float64, error) {
 	out := make([]float64, 0, k)
 	for range k {
 		start := time.Now()
-		if _, err := c.Claim(ctx, "bench-prober", []string{jobType}, size, time.Hour); err != nil {
+		if _, err := r.Claim(ctx, queueName, []string{jobType}, size, time.Hour); err != nil {
 			return nil, err
 		}
 		out = append(out, ms(time.Since(start)))

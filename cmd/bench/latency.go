@@ -14,7 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/pgqueue/queue/internal/jobs"
+	"github.com/pgqueue/queue/internal/kinds"
 	"github.com/pgqueue/queue/internal/queue"
 )
 
@@ -44,18 +44,11 @@ func (r *latencyRecorder) count() int {
 	return len(r.delays)
 }
 
-// stampedJob is the latency workload's job data: the producer's wall clock just before
-// its enqueue call, in Unix nanoseconds (0 for warm-up jobs).
-type stampedJob struct {
-	T int64 `json:"t"`
-}
-
-// handler's first act is to take the time, before it parses anything.
-func (r *latencyRecorder) handler(_ context.Context, job *jobs.Job) (any, error) {
+// handler's first act is to take the time (the data was decoded just before).
+func (r *latencyRecorder) handler(_ context.Context, job *kinds.Job, d *benchData) (any, error) {
 	now := time.Now()
-	var s stampedJob
-	if err := json.Unmarshal(job.Data, &s); err == nil && s.T > 0 {
-		r.add(job.ID, time.Unix(0, s.T), now)
+	if d.T > 0 {
+		r.add(job.ID, time.Unix(0, d.T), now)
 	}
 	return nil, nil
 }
@@ -152,7 +145,7 @@ func runProducer(ctx context.Context, o options) error {
 		return err
 	}
 	defer pool.Close()
-	client, err := queue.NewClient(ctx, pool, queue.ClientConfig{})
+	client, err := queue.NewClient(pool, queue.ClientConfig{Kinds: benchKinds(nil)})
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-// Command bench measures the queue with the fixed workloads of issue 7 (bulk, single,
+// Command bench measures the queue with fixed workloads (bulk, single,
 // drain, latency, depth) on a database of its own, plus the machine's one-write-per-commit
 // ceiling (pgbench), and prints a table of medians (or JSON with -json).
 //

@@ -32,7 +32,7 @@ CREATE TRIGGER bench_discard_audit BEFORE INSERT ON queue.job_events
 func addBacklog(ctx context.Context, conn *pgx.Conn, n, priority int) error {
 	_, err := conn.Exec(ctx, `
 INSERT INTO queue.jobs (seq, id, type, state, priority, data)
-SELECT s, s::text, 'CLEANUP', 'waiting', $2, '{}'::jsonb
+SELECT s, s::text, 'BENCH_NOOP', 'waiting', $2, '{}'::jsonb
 FROM (SELECT nextval('queue.job_seq') AS s FROM generate_series(1, $1::integer)) g`, n, priority)
 	if err != nil {
 		return fmt.Errorf("build backlog of %d jobs: %w", n, err)
@@ -94,7 +94,9 @@ func eventRows(ctx context.Context, conn *pgx.Conn) (int64, error) {
 // that must stay flat as the backlog grows. Keep it in step with that query.
 const pickSQL = `EXPLAIN (ANALYZE, FORMAT JSON)
 SELECT seq FROM queue.jobs
-WHERE state = 'waiting' AND type = ANY ($1::text[]) AND NOT (SELECT paused FROM queue.queue_state)
+WHERE state = 'waiting' AND queue = 'default' AND type = ANY ($1::text[])
+  AND NOT (SELECT paused FROM queue.queue_state)
+  AND NOT EXISTS (SELECT 1 FROM queue.queues q WHERE q.name = 'default' AND q.paused)
 ORDER BY priority DESC, run_at, seq
 LIMIT $2::integer
 FOR UPDATE SKIP LOCKED`

@@ -14,19 +14,30 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/pgqueue/queue/internal/jobs"
+	"github.com/pgqueue/queue/internal/kinds"
 	"github.com/pgqueue/queue/internal/queue"
 	"github.com/pgqueue/queue/internal/results"
 	"github.com/pgqueue/queue/internal/worker"
 )
 
-// jobType is the built-in type the bench's no-op jobs use: the database accepts only the
-// built-in names, and the bench registers its own handler for it.
-const jobType = "CLEANUP"
+// jobType is the bench's own kind: a no-op whose data may carry the producer's clock.
+const jobType = "BENCH_NOOP"
+
+// benchData is the bench kind's data: the producer's wall clock just before its enqueue
+// call, in Unix nanoseconds (0 when not measured).
+type benchData struct {
+	T int64 `json:"t"`
+}
 
 var emptyData = json.RawMessage(`{}`)
 
-func noop(context.Context, *jobs.Job) (any, error) { return nil, nil }
+func noop(context.Context, *kinds.Job, *benchData) (any, error) { return nil, nil }
+
+// benchKinds is the registry of the bench's processes: its one kind, with handler h
+// (nil for a process that only enqueues).
+func benchKinds(h kinds.Handler[benchData]) *kinds.Registry {
+	return kinds.NewRegistry(kinds.Define(jobType, h))
+}
 
 // producer is the enqueueing side of a workload: its own pool, as a separate process
 // would have.
@@ -46,7 +57,7 @@ func (b *bench) newProducer(ctx context.Context, t *target, conns int32) (*produ
 		pool.Close()
 		return nil, fmt.Errorf("ping: %w", err)
 	}
-	client, err := queue.NewClient(ctx, pool, queue.ClientConfig{})
+	client, err := queue.NewClient(pool, queue.ClientConfig{Kinds: benchKinds(nil)})
 	if err != nil {
 		pool.Close()
 		return nil, err
@@ -223,12 +234,8 @@ func newCompletionCounter(target int64) *completionCounter {
 	return &completionCounter{target: target, done: make(chan struct{})}
 }
 
-func (c *completionCounter) JobStarted(*queue.Job)             {}
-func (c *completionCounter) JobProgress(*queue.Job, int)       {}
-func (c *completionCounter) JobRescued(*queue.Job)             {}
-func (c *completionCounter) JobEntered(string, string, string) {}
-func (c *completionCounter) JobFinished(_ *queue.Job, state string, _ []byte, _ string, _ time.Duration) {
-	if state == queue.StateCompleted && c.n.Add(1) == c.target {
+func (c *completionCounter) Observe(e queue.Event) {
+	if e.Kind == queue.EventFinished && e.State == queue.StateCompleted && c.n.Add(1) == c.target {
 		close(c.done)
 	}
 }
@@ -252,7 +259,6 @@ type runningWorker struct {
 	cancel context.CancelFunc
 	done   chan error
 	pool   *pgxpool.Pool
-	client *queue.Client
 	redis  *results.Store
 	pub    *results.Publisher
 	once   sync.Once
@@ -260,41 +266,35 @@ type runningWorker struct {
 
 // startWorker runs a worker of the configured defaults (internal/config) whose handler
 // for the bench's job type is h.
-func (b *bench) startWorker(ctx context.Context, t *target, concurrency int, obs worker.Observer, h jobs.HandlerFunc) (*runningWorker, error) {
+func (b *bench) startWorker(ctx context.Context, t *target, concurrency int, obs worker.Observer, h kinds.Handler[benchData]) (*runningWorker, error) {
 	// As cmd/worker: at least 8 connections; LISTEN has its own.
 	pool, err := b.pool(ctx, t.name, 8)
 	if err != nil {
 		return nil, err
 	}
-	client, err := queue.NewClient(ctx, pool, queue.ClientConfig{})
-	if err != nil {
-		pool.Close()
-		return nil, err
-	}
-	rw := &runningWorker{pool: pool, client: client, done: make(chan error, 1)}
+	rw := &runningWorker{pool: pool, done: make(chan error, 1)}
 	var all []worker.Observer
 	if obs != nil {
 		all = append(all, obs)
 	}
+	var snapshots queue.Snapshots
 	if t.variant.Redis {
 		// What cmd/worker does with Redis: snapshots and events through a batching
-		// publisher.
+		// publisher, and retention that waits for the snapshots.
 		rw.redis = results.New(b.rdb, b.prefix, b.cfg.ResultTTL, quietLogger())
 		rw.pub = rw.redis.NewPublisher()
 		all = append(all, results.NewWorkerObserver(rw.pub))
+		snapshots = rw.redis.Snapshots()
 	}
-	reg := jobs.NewRegistry()
-	reg.Register(jobType, h, nil)
 	cfg := b.cfg
-	w, err := worker.New(pool, client, reg, worker.Config{
+	w, err := worker.New(pool, benchKinds(h), worker.Config{
 		Concurrency: concurrency, PollInterval: cfg.PollInterval, Lease: cfg.Lease,
 		JobTimeout: cfg.JobTimeout, ShutdownTimeout: cfg.ShutdownTimeout,
 		RemoveOnComplete: cfg.RemoveOnComplete, RemoveOnFail: cfg.RemoveOnFail,
 		EventsRetention: cfg.EventsRetention, Observer: worker.Observers(all...),
-		Logger: quietLogger(),
+		Snapshots: snapshots, Logger: quietLogger(),
 	})
 	if err != nil {
-		client.Close()
 		pool.Close()
 		return nil, fmt.Errorf("worker: %w", err)
 	}
@@ -314,7 +314,6 @@ func (w *runningWorker) stop() {
 		if w.pub != nil {
 			w.pub.Close()
 		}
-		w.client.Close()
 		w.pool.Close()
 	})
 }

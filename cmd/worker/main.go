@@ -1,5 +1,5 @@
-// Command worker runs the built-in job types (and any registered in internal/jobs)
-// against DATABASE_URL until SIGTERM or SIGINT, then shuts down gracefully and exits 0.
+// Command worker runs the built-in job types from the queues of QUEUE_QUEUES against
+// DATABASE_URL until SIGTERM or SIGINT, then shuts down gracefully and exits 0.
 package main
 
 import (
@@ -76,7 +76,12 @@ func run() error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	jobMetrics := metrics.NewJobs(reg)
 
-	client, err := queue.NewClient(ctx, pool, queue.ClientConfig{OnEnqueued: jobMetrics.Enqueued})
+	// Handlers of the built-in kinds; their stats source reads the engine through a
+	// client of its own (the kinds do not import the engine).
+	var client *queue.Client
+	registry := jobs.Builtin(jobs.Deps{Settings: cfg.JobSettings(), Pool: pool, Redis: rdb, Logger: log,
+		Stats: func(ctx context.Context) (jobs.Stats, error) { return jobStats(ctx, client) }})
+	client, err = queue.NewClient(pool, queue.ClientConfig{Kinds: registry, OnEnqueued: jobMetrics.Enqueued})
 	if err != nil {
 		return err
 	}
@@ -92,19 +97,18 @@ func run() error {
 		defer stopMetrics()
 	}
 
-	registry, err := jobs.Builtin(jobs.Deps{Config: cfg, Pool: pool, Redis: rdb, Logger: log, Stats: func(ctx context.Context) (any, error) {
-		return client.Stats(ctx)
-	}})
-	if err != nil {
-		return err
+	queues := make([]worker.QueueConfig, len(cfg.Queues))
+	for i, q := range cfg.Queues {
+		queues[i] = worker.QueueConfig{Name: q.Name, Concurrency: q.Concurrency}
 	}
-	w, err := worker.New(pool, client, registry, worker.Config{
-		Concurrency: cfg.Concurrency, PollInterval: cfg.PollInterval, Lease: cfg.Lease,
+	w, err := worker.New(pool, registry, worker.Config{
+		Queues: queues, PollInterval: cfg.PollInterval, Lease: cfg.Lease,
 		// QUEUE_SHUTDOWN_TIMEOUT=0 means hand back at once; the worker reads 0 as "default".
 		JobTimeout: cfg.JobTimeout, ShutdownTimeout: max(cfg.ShutdownTimeout, time.Nanosecond),
 		RemoveOnComplete: cfg.RemoveOnComplete, RemoveOnFail: cfg.RemoveOnFail,
 		EventsRetention: cfg.EventsRetention, Logger: log,
-		Observer: worker.Observers(results.NewWorkerObserver(publisher), jobMetrics),
+		Observer:  worker.Observers(results.NewWorkerObserver(publisher), jobMetrics),
+		Snapshots: store.Snapshots(),
 	})
 	if err != nil {
 		return err
@@ -129,4 +133,13 @@ func serveMetrics(log *slog.Logger, port int, reg *prometheus.Registry) func() {
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 	}
+}
+
+// jobStats is what CACHE_WARM reads of the queue.
+func jobStats(ctx context.Context, client *queue.Client) (jobs.Stats, error) {
+	s, err := client.Stats(ctx)
+	if err != nil {
+		return jobs.Stats{}, err
+	}
+	return jobs.Stats{Object: s, Paused: s.Paused, ByState: s.NonZero(), ByType: s.TypesByState()}, nil
 }

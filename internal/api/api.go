@@ -1,4 +1,4 @@
-// Package api is the REST API of API.md over gin: routes, auth, rate limits, request
+// Package api is the REST API over gin: routes, auth, rate limits, request
 // limits, the one error-to-HTTP mapping, request logs and metrics. It changes job state
 // only through internal/queue.
 package api
@@ -14,7 +14,6 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/pgqueue/queue/internal/jobs"
 	"github.com/pgqueue/queue/internal/queue"
 )
 
@@ -33,6 +32,7 @@ type Event struct {
 	Kind     string // EventJob or EventProgress
 	ID       string
 	Type     string // also set on progress events, for the type filter
+	Queue    string // also set on progress events, for the queue filter
 	State    string // job events
 	Progress int    // progress events
 	At       time.Time
@@ -63,13 +63,13 @@ type EventPublisher interface {
 	Publish(ctx context.Context, jobs []queue.Job)
 }
 
-// Deps is what the API needs. Pool, Client and Registry are required; the Redis-backed
-// parts are optional and the API answers from Postgres without them.
+// Deps is what the API needs. Pool and Client are required (the client's kinds are the
+// job types the API accepts); the Redis-backed parts are optional and the API answers
+// from Postgres without them.
 type Deps struct {
-	Pool     *pgxpool.Pool
-	Client   *queue.Client
-	Registry *jobs.Registry // validates each type's data
-	Logger   *slog.Logger   // nil: slog.Default()
+	Pool   *pgxpool.Pool
+	Client *queue.Client
+	Logger *slog.Logger // nil: slog.Default()
 
 	APIKeys         []string // empty: no auth
 	TrustedProxies  []string // addresses or CIDRs whose X-Forwarded-For is believed
@@ -111,6 +111,7 @@ type Server struct {
 	log      *slog.Logger
 	engine   *gin.Engine
 	val      validator
+	openAPI  []byte
 	limiter  *submitLimiter
 	keys     keyring
 	streams  *streamLimiter
@@ -123,9 +124,6 @@ type Server struct {
 func New(d Deps) (*Server, error) {
 	if d.Pool == nil || d.Client == nil {
 		return nil, errors.New("api: Pool and Client are required")
-	}
-	if d.Registry == nil {
-		return nil, errors.New("api: a job Registry is required to validate data")
 	}
 	if d.Logger == nil {
 		d.Logger = slog.Default()
@@ -145,13 +143,18 @@ func New(d Deps) (*Server, error) {
 	s := &Server{
 		deps:    d,
 		log:     d.Logger,
-		val:     validator{knownToDB: d.Client.KnownType, registry: d.Registry},
+		val:     validator{client: d.Client},
 		limiter: newSubmitLimiter(d.RateLimitSubmit),
 		keys:    newKeyring(d.APIKeys),
 		streams: &streamLimiter{max: int64(d.MaxStreams)},
 		stop:    make(chan struct{}),
 	}
 	s.metrics = newMetrics(d.Stats, s.streams)
+	doc, err := openAPIFor(d.Client.Kinds().Names())
+	if err != nil {
+		return nil, err
+	}
+	s.openAPI = doc
 	if err := s.routes(); err != nil {
 		return nil, err
 	}
@@ -180,7 +183,7 @@ func (s *Server) Routes() []Route {
 	return out
 }
 
-// publicPaths need no API key (API.md); /metrics is not under /api and is bound privately.
+// publicPaths need no API key; /metrics is not under /api and is bound privately.
 var publicPaths = map[string]bool{
 	"/api/health":       true,
 	"/api/ready":        true,
@@ -204,7 +207,7 @@ func (s *Server) routes() error {
 	e.GET("/metrics", gin.WrapH(s.metrics.handler()))
 	e.GET("/api/health", s.health)
 	e.GET("/api/ready", s.ready)
-	e.GET("/api/openapi.json", serveOpenAPI)
+	e.GET("/api/openapi.json", s.serveOpenAPI)
 
 	api := e.Group("/api", s.authenticate)
 	q := api.Group("/queue")
@@ -222,6 +225,11 @@ func (s *Server) routes() error {
 	q.POST("/resume", handle(s.pause(false)))
 	q.POST("/clean/completed", handle(s.clean(queue.CleanCompleted, queue.DefaultCleanCompletedAge)))
 	q.POST("/clean/failed", handle(s.clean(queue.CleanFailed, queue.DefaultCleanFailedAge)))
+	q.GET("/queues", handle(s.listQueues))
+	q.GET("/queues/:name", handle(s.getQueue))
+	q.POST("/queues/:name/pause", handle(s.pauseQueue(true)))
+	q.POST("/queues/:name/resume", handle(s.pauseQueue(false)))
+	q.GET("/workers", handle(s.listWorkers))
 
 	api.GET("/notifications", handle(s.listNotifications))
 	api.POST("/notifications/:id/read", handle(s.readNotification))

@@ -17,45 +17,37 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgqueue/queue/internal/api"
-	"github.com/pgqueue/queue/internal/jobs"
+	"github.com/pgqueue/queue/internal/kinds"
 	"github.com/pgqueue/queue/internal/queue"
 	"github.com/pgqueue/queue/internal/results"
 	"github.com/pgqueue/queue/internal/testutil"
 )
 
-// testRegistry validates EMAIL_SEND strictly and accepts any object for a few other
-// types; DATA_EXPORT is known to the database but deliberately not registered.
-func testRegistry() *jobs.Registry {
-	r := jobs.NewRegistry()
-	noop := jobs.HandlerFunc(func(context.Context, *jobs.Job) (any, error) { return nil, nil })
-	r.Register("EMAIL_SEND", noop, validateEmail)
-	r.Register("USER_NOTIFICATION", noop, nil)
-	r.Register("CLEANUP", noop, nil)
-	return r
+// emailType is the tests' strict kind, shaped like EMAIL_SEND: its data rules are its
+// struct tags. The other accepted types are testutil's (TEST_JOB, and TEST_ANY, whose
+// data may be any object). Every other type, the built-in ones included, is unknown to
+// this API and refused on "type".
+const emailType = "TEST_EMAIL"
+
+type emailData struct {
+	To       string  `json:"to" validate:"required,email"`
+	Subject  string  `json:"subject" validate:"required"`
+	Template string  `json:"template" validate:"required"`
+	UserID   *string `json:"userId"`
 }
 
-func validateEmail(data json.RawMessage) []jobs.FieldProblem {
-	var m map[string]any
-	if err := json.Unmarshal(data, &m); err != nil {
-		return []jobs.FieldProblem{{Field: "", Message: "must be an object"}}
-	}
-	var out []jobs.FieldProblem
-	for k := range m {
-		if k != "to" && k != "subject" && k != "template" && k != "userId" {
-			out = append(out, jobs.FieldProblem{Field: k, Message: "unknown field"})
-		}
-	}
-	if to, ok := m["to"].(string); !ok || !strings.Contains(to, "@") {
-		out = append(out, jobs.FieldProblem{Field: "to", Message: "must be an email address"})
-	}
-	if s, ok := m["subject"].(string); !ok || s == "" {
-		out = append(out, jobs.FieldProblem{Field: "subject", Message: "is required"})
-	}
-	if _, ok := m["template"].(string); !ok {
-		out = append(out, jobs.FieldProblem{Field: "template", Message: "is required"})
-	}
-	return out
+// emailKind is the strict kind with handler h (nil: checks only, as the API does).
+func emailKind(h kinds.Handler[emailData]) kinds.Kind { return kinds.Define(emailType, h) }
+
+// testRegistry is the API's registry: the strict kind and testutil's kinds.
+func testRegistry() *kinds.Registry {
+	reg := testutil.Kinds(nil)
+	reg.Add(emailKind(nil))
+	return reg
 }
+
+// anyType accepts any data object (the no-op type of these tests).
+const anyType = testutil.AnyName
 
 type env struct {
 	t      *testing.T
@@ -70,14 +62,14 @@ type env struct {
 func setup(t *testing.T, tune ...func(*api.Deps)) *env {
 	t.Helper()
 	pool := testutil.NewPool(t)
-	client, err := queue.NewClient(context.Background(), pool, queue.ClientConfig{
-		RemoveOnComplete: ptr(-1), RemoveOnFail: ptr(-1),
+	client, err := queue.NewClient(pool, queue.ClientConfig{
+		Kinds: testRegistry(), RemoveOnComplete: ptr(-1), RemoveOnFail: ptr(-1),
 	})
 	require.NoError(t, err)
 	t.Cleanup(client.Close)
 	logs := &testutil.SyncBuffer{}
 	d := api.Deps{
-		Pool: pool, Client: client, Registry: testRegistry(),
+		Pool: pool, Client: client,
 		Logger:   slog.New(slog.NewJSONHandler(logs, nil)),
 		WaitPoll: 10 * time.Millisecond,
 	}
@@ -181,28 +173,34 @@ func (e *env) submit(body any) map[string]any {
 
 func (e *env) submitEmail() string {
 	e.t.Helper()
-	return e.submit(map[string]any{"type": "EMAIL_SEND", "data": email})["id"].(string)
+	return e.submit(map[string]any{"type": emailType, "data": email})["id"].(string)
 }
 
-// claim makes the next job active on worker w, as a worker would.
+// testTypes are every type of testRegistry, for claims.
+var testTypes = []string{emailType, testutil.KindName, testutil.AnyName}
+
+// claim makes the next job of the default queue active on worker w, as a worker would.
 func (e *env) claim(w string) queue.Job {
 	e.t.Helper()
-	got, err := e.client.Claim(context.Background(), w, []string{"EMAIL_SEND", "CLEANUP", "USER_NOTIFICATION"}, 1, time.Minute)
+	got, err := queue.NewRunner(e.pool, w).Claim(context.Background(), queue.DefaultQueue, testTypes, 1, time.Minute)
 	require.NoError(e.t, err)
 	require.Len(e.t, got, 1)
 	return got[0]
 }
 
-// finish ends a claimed job's attempt: ok, or failed for good.
+// finish ends a claimed job's attempt: ok, or failed for good. removeAtOnce deletes the
+// job as it finishes, as a worker does for retention 0 once it stored the snapshot.
 func (e *env) finish(w string, j queue.Job, ok bool, removeAtOnce bool) {
 	e.t.Helper()
 	keep := -1
 	if removeAtOnce {
 		keep = 0
 	}
-	_, err := e.client.Finish(context.Background(), w, queue.RetentionDefaults{RemoveOnComplete: keep, RemoveOnFail: keep},
-		[]queue.Outcome{{Seq: j.Seq, Attempt: j.AttemptsMade, OK: ok, Result: []byte(`{"ok":true}`), Message: "boom", RetryIn: -1}})
+	states, err := queue.NewRunner(e.pool, w).Finish(context.Background(), queue.RetentionDefaults{RemoveOnComplete: keep, RemoveOnFail: keep},
+		[]queue.Outcome{{Claim: queue.Claim{Seq: j.Seq, Token: j.LeaseToken}, Attempt: j.AttemptsMade, OK: ok, Remove: removeAtOnce,
+			Result: []byte(`{"ok":true}`), Message: "boom", RetryIn: -1}})
 	require.NoError(e.t, err)
+	require.Contains(e.t, states, j.Seq, "the claim still held the job")
 }
 
 func TestHealth(t *testing.T) {
@@ -247,16 +245,17 @@ func TestInternalErrorsDoNotLeak(t *testing.T) {
 func TestSubmitJob(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
-	r := e.do("POST", "/api/queue/jobs", map[string]any{"type": "EMAIL_SEND", "data": email, "options": map[string]any{"priority": 10}})
+	r := e.do("POST", "/api/queue/jobs", map[string]any{"type": emailType, "data": email, "options": map[string]any{"priority": 10}})
 	require.Equal(t, http.StatusCreated, r.status, string(r.body))
 	job := r.json(t)
-	for _, k := range []string{"id", "type", "state", "data", "priority", "attemptsMade", "maxAttempts", "progress",
+	for _, k := range []string{"id", "type", "queue", "state", "data", "priority", "attemptsMade", "maxAttempts", "progress",
 		"result", "error", "errors", "createdAt", "runAt", "startedAt", "finishedAt"} {
 		require.Contains(t, job, k)
 	}
-	require.Len(t, job, 15, "exactly the fields of API.md")
-	require.Equal(t, "EMAIL_SEND", job["type"])
+	require.Len(t, job, 16, "exactly the fields of the job object")
+	require.Equal(t, emailType, job["type"])
 	require.Equal(t, "waiting", job["state"])
+	require.Equal(t, queue.DefaultQueue, job["queue"], "no options.queue: the default queue")
 	require.EqualValues(t, 10, job["priority"])
 	require.EqualValues(t, 3, job["maxAttempts"])
 	require.EqualValues(t, 0, job["attemptsMade"])
@@ -266,15 +265,15 @@ func TestSubmitJob(t *testing.T) {
 	require.Regexp(t, `^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$`, job["createdAt"])
 	require.Equal(t, email, job["data"])
 
-	delayed := e.submit(map[string]any{"type": "EMAIL_SEND", "data": email, "options": map[string]any{"delay": 60000}})
+	delayed := e.submit(map[string]any{"type": emailType, "data": email, "options": map[string]any{"delay": 60000}})
 	require.Equal(t, "delayed", delayed["state"])
 
 	// A jobId that exists: 200 with the existing job, whatever the new data says.
-	custom := map[string]any{"type": "EMAIL_SEND", "data": email, "options": map[string]any{"jobId": "welcome-42", "removeOnComplete": true, "removeOnFail": 5}}
+	custom := map[string]any{"type": emailType, "data": email, "options": map[string]any{"jobId": "welcome-42", "removeOnComplete": true, "removeOnFail": 5}}
 	first := e.do("POST", "/api/queue/jobs", custom)
 	require.Equal(t, http.StatusCreated, first.status, string(first.body))
 	require.Equal(t, "welcome-42", first.json(t)["id"])
-	other := map[string]any{"type": "EMAIL_SEND", "data": map[string]any{"to": "x@example.com", "subject": "Other", "template": "t"},
+	other := map[string]any{"type": emailType, "data": map[string]any{"to": "x@example.com", "subject": "Other", "template": "t"},
 		"options": map[string]any{"jobId": "welcome-42"}}
 	again := e.do("POST", "/api/queue/jobs", other)
 	require.Equal(t, http.StatusOK, again.status, string(again.body))
@@ -290,20 +289,20 @@ func TestSubmitJobValidation(t *testing.T) {
 		fields []string
 	}{
 		{"every problem at once", map[string]any{
-			"type": "EMAIL_SEND", "data": map[string]any{"to": "nope", "subject": "Hi", "template": "t", "cc": "x"},
+			"type": emailType, "data": map[string]any{"to": "nope", "subject": "Hi", "template": "t", "cc": "x"},
 			"options": map[string]any{"priority": 21, "attempts": 0, "delay": -1, "bogus": 1, "backoff": map[string]any{"type": "linear", "delay": 86400001},
 				"jobId": "123", "removeOnComplete": -2, "timeout": 0},
 		}, []string{"options.bogus", "options.priority", "options.delay", "options.attempts", "options.backoff.type", "options.backoff.delay",
 			"options.jobId", "options.removeOnComplete", "options.timeout", "data.cc", "data.to"}},
 		{"unknown type", map[string]any{"type": "NOPE", "data": map[string]any{}}, []string{"type"}},
-		{"type known to the database but not registered", map[string]any{"type": "DATA_EXPORT", "data": map[string]any{}}, []string{"type"}},
+		{"a built-in type this API does not register", map[string]any{"type": "DATA_EXPORT", "data": map[string]any{}}, []string{"type"}},
 		{"missing type and data", map[string]any{}, []string{"type", "data"}},
 		{"wrong JSON types", map[string]any{"type": 5, "data": "x", "options": map[string]any{"priority": "high", "delay": 1.5, "removeOnFail": "yes", "jobId": 7}},
 			[]string{"type", "options.priority", "options.delay", "options.jobId", "options.removeOnFail", "data"}},
-		{"options not an object", map[string]any{"type": "CLEANUP", "data": map[string]any{}, "options": []int{1}}, []string{"options"}},
-		{"unknown top-level field", map[string]any{"type": "CLEANUP", "data": map[string]any{}, "extra": true}, []string{"extra"}},
+		{"options not an object", map[string]any{"type": anyType, "data": map[string]any{}, "options": []int{1}}, []string{"options"}},
+		{"unknown top-level field", map[string]any{"type": anyType, "data": map[string]any{}, "extra": true}, []string{"extra"}},
 		{"body is not an object", `[1,2]`, []string{"body"}},
-		{"data too large", map[string]any{"type": "CLEANUP", "data": map[string]any{"x": strings.Repeat("a", queue.MaxDataBytes)}}, []string{"data"}},
+		{"data too large", map[string]any{"type": anyType, "data": map[string]any{"x": strings.Repeat("a", queue.MaxDataBytes)}}, []string{"data"}},
 	}
 	for _, c := range cases {
 		r := e.do("POST", "/api/queue/jobs", c.body)
@@ -312,9 +311,9 @@ func TestSubmitJobValidation(t *testing.T) {
 	}
 
 	// Messages say what is wrong with each field.
-	r := e.do("POST", "/api/queue/jobs", map[string]any{"type": "EMAIL_SEND", "data": map[string]any{"to": "nope", "subject": "s", "template": "t"}})
+	r := e.do("POST", "/api/queue/jobs", map[string]any{"type": emailType, "data": map[string]any{"to": "nope", "subject": "s", "template": "t"}})
 	_, details := r.errorBody(t)
-	require.Equal(t, []map[string]any{{"field": "data.to", "message": "must be an email address"}}, details)
+	require.Equal(t, []map[string]any{{"field": "data.to", "message": "must be an e-mail address"}}, details)
 
 	for _, body := range []string{`{"type":`, `not json`, `{} {}`, ``} {
 		r := e.do("POST", "/api/queue/jobs", body)
@@ -322,24 +321,24 @@ func TestSubmitJobValidation(t *testing.T) {
 	}
 
 	deep := strings.Repeat(`{"a":`, 40) + `1` + strings.Repeat(`}`, 40)
-	r = e.do("POST", "/api/queue/jobs", `{"type":"CLEANUP","data":`+deep+`}`)
+	r = e.do("POST", "/api/queue/jobs", `{"type":"TEST_ANY","data":`+deep+`}`)
 	e.requireError(r, http.StatusBadRequest, "validation_failed")
 	ok := strings.Repeat(`{"a":`, 30) + `1` + strings.Repeat(`}`, 30)
-	r = e.do("POST", "/api/queue/jobs", `{"type":"CLEANUP","data":`+ok+`}`)
+	r = e.do("POST", "/api/queue/jobs", `{"type":"TEST_ANY","data":`+ok+`}`)
 	require.Equal(t, http.StatusCreated, r.status, string(r.body), "31 levels in all are allowed")
 
-	for _, body := range []string{`{"type":"CLEANUP","data":{"x":"a\u0000b"}}`, `{"type":"CLEANUP","data":{"x":"\ud800"}}`, `{"type":"CLEANUP","data":{"x":"\udc00\ud800"}}`} {
+	for _, body := range []string{`{"type":"TEST_ANY","data":{"x":"a\u0000b"}}`, `{"type":"TEST_ANY","data":{"x":"\ud800"}}`, `{"type":"TEST_ANY","data":{"x":"\udc00\ud800"}}`} {
 		r = e.do("POST", "/api/queue/jobs", body)
 		e.requireError(r, http.StatusBadRequest, "validation_failed")
 	}
-	r = e.do("POST", "/api/queue/jobs", `{"type":"CLEANUP","data":{"x":"\ud83d\ude00 \\u0000 \u00e9"}}`)
+	r = e.do("POST", "/api/queue/jobs", `{"type":"TEST_ANY","data":{"x":"\ud83d\ude00 \\u0000 \u00e9"}}`)
 	require.Equal(t, http.StatusCreated, r.status, string(r.body), "a surrogate pair and an escaped backslash are fine")
-	e.requireError(e.do("POST", "/api/queue/jobs", []byte("{\"type\":\"CLEANUP\",\"data\":{\"x\":\"\xff\"}}")), http.StatusBadRequest, "bad_request")
-	r = e.do("POST", "/api/queue/jobs", `{"type":"CLEANUP","data":{"x":1e1000000}}`)
+	e.requireError(e.do("POST", "/api/queue/jobs", []byte("{\"type\":\"TEST_ANY\",\"data\":{\"x\":\"\xff\"}}")), http.StatusBadRequest, "bad_request")
+	r = e.do("POST", "/api/queue/jobs", `{"type":"TEST_ANY","data":{"x":1e1000000}}`)
 	e.requireError(r, http.StatusBadRequest, "validation_failed")
 	require.Equal(t, []string{"data"}, r.fields(t))
 
-	big := `{"type":"CLEANUP","data":{"x":"` + strings.Repeat("a", 1<<20) + `"}}`
+	big := `{"type":"TEST_ANY","data":{"x":"` + strings.Repeat("a", 1<<20) + `"}}`
 	r = e.do("POST", "/api/queue/jobs", big)
 	e.requireError(r, http.StatusRequestEntityTooLarge, "payload_too_large")
 
@@ -351,27 +350,27 @@ func TestSubmitJobValidation(t *testing.T) {
 func TestSubmitBulk(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
-	e.submit(map[string]any{"type": "EMAIL_SEND", "data": email, "options": map[string]any{"jobId": "existing"}})
+	e.submit(map[string]any{"type": emailType, "data": email, "options": map[string]any{"jobId": "existing"}})
 
 	r := e.do("POST", "/api/queue/jobs/bulk", map[string]any{"jobs": []any{
-		map[string]any{"type": "EMAIL_SEND", "data": email},
-		map[string]any{"type": "CLEANUP", "data": map[string]any{}, "options": map[string]any{"priority": 20}},
-		map[string]any{"type": "EMAIL_SEND", "data": map[string]any{"to": "b@example.com", "subject": "x", "template": "t"}, "options": map[string]any{"jobId": "existing"}},
+		map[string]any{"type": emailType, "data": email},
+		map[string]any{"type": anyType, "data": map[string]any{}, "options": map[string]any{"priority": 20}},
+		map[string]any{"type": emailType, "data": map[string]any{"to": "b@example.com", "subject": "x", "template": "t"}, "options": map[string]any{"jobId": "existing"}},
 	}})
 	require.Equal(t, http.StatusCreated, r.status, string(r.body))
 	var out struct{ Jobs []map[string]any }
 	require.NoError(t, json.Unmarshal(r.body, &out))
 	require.Len(t, out.Jobs, 3)
-	require.Equal(t, "EMAIL_SEND", out.Jobs[0]["type"])
+	require.Equal(t, emailType, out.Jobs[0]["type"])
 	require.EqualValues(t, 20, out.Jobs[1]["priority"])
 	require.Equal(t, "existing", out.Jobs[2]["id"])
 	require.Equal(t, email, out.Jobs[2]["data"], "the existing job, unchanged")
 
 	bad := e.do("POST", "/api/queue/jobs/bulk", map[string]any{"jobs": []any{
-		map[string]any{"type": "CLEANUP", "data": map[string]any{}},
-		map[string]any{"type": "CLEANUP", "data": map[string]any{}, "options": map[string]any{"jobId": "dup"}},
-		map[string]any{"type": "CLEANUP", "data": map[string]any{}, "options": map[string]any{"jobId": "dup"}},
-		map[string]any{"type": "EMAIL_SEND", "data": map[string]any{"subject": "s", "template": "t"}},
+		map[string]any{"type": anyType, "data": map[string]any{}},
+		map[string]any{"type": anyType, "data": map[string]any{}, "options": map[string]any{"jobId": "dup"}},
+		map[string]any{"type": anyType, "data": map[string]any{}, "options": map[string]any{"jobId": "dup"}},
+		map[string]any{"type": emailType, "data": map[string]any{"subject": "s", "template": "t"}},
 		"not a job",
 	}})
 	e.requireError(bad, http.StatusBadRequest, "validation_failed")
@@ -382,7 +381,7 @@ func TestSubmitBulk(t *testing.T) {
 	}
 	tooMany := make([]any, queue.MaxBulk+1)
 	for i := range tooMany {
-		tooMany[i] = map[string]any{"type": "CLEANUP", "data": map[string]any{}}
+		tooMany[i] = map[string]any{"type": anyType, "data": map[string]any{}}
 	}
 	r = e.do("POST", "/api/queue/jobs/bulk", map[string]any{"jobs": tooMany})
 	e.requireError(r, http.StatusBadRequest, "validation_failed")
@@ -401,7 +400,7 @@ func TestGetJob(t *testing.T) {
 	t.Parallel()
 	rd := newRedis(t)
 	e := setup(t, rd.use)
-	id := e.submit(map[string]any{"type": "EMAIL_SEND", "data": email, "options": map[string]any{"removeOnComplete": true}})["id"].(string)
+	id := e.submit(map[string]any{"type": emailType, "data": email, "options": map[string]any{"removeOnComplete": true}})["id"].(string)
 
 	r := e.do("GET", "/api/queue/jobs/"+id, nil)
 	require.Equal(t, http.StatusOK, r.status)
@@ -440,7 +439,7 @@ func TestListJobs(t *testing.T) {
 	for range 5 {
 		ids = append(ids, e.submitEmail())
 	}
-	e.submit(map[string]any{"type": "CLEANUP", "data": map[string]any{}})
+	e.submit(map[string]any{"type": anyType, "data": map[string]any{}})
 
 	type page struct {
 		Jobs       []queue.Job `json:"jobs"`
@@ -453,14 +452,14 @@ func TestListJobs(t *testing.T) {
 		require.NoError(t, json.Unmarshal(r.body, &p))
 		return p
 	}
-	p := get("?type=EMAIL_SEND&limit=2")
+	p := get("?type=" + emailType + "&limit=2")
 	require.Len(t, p.Jobs, 2)
 	require.Equal(t, ids[4], p.Jobs[0].ID, "newest first")
 	require.NotNil(t, p.NextCursor)
 	e.submitEmail() // a concurrent insert does not shift the next pages
-	p2 := get("?type=EMAIL_SEND&limit=2&cursor=" + *p.NextCursor)
+	p2 := get("?type=" + emailType + "&limit=2&cursor=" + *p.NextCursor)
 	require.Equal(t, []string{ids[2], ids[1]}, []string{p2.Jobs[0].ID, p2.Jobs[1].ID})
-	p3 := get("?type=EMAIL_SEND&limit=2&cursor=" + *p2.NextCursor)
+	p3 := get("?type=" + emailType + "&limit=2&cursor=" + *p2.NextCursor)
 	require.Len(t, p3.Jobs, 1)
 	require.Nil(t, p3.NextCursor)
 
@@ -553,10 +552,11 @@ func TestWait(t *testing.T) {
 	// Completes while we wait (integer milliseconds).
 	go func() {
 		time.Sleep(100 * time.Millisecond)
-		j, err := e.client.Claim(context.Background(), "w1", []string{"EMAIL_SEND"}, 1, time.Minute)
+		r := queue.NewRunner(e.pool, "w1")
+		j, err := r.Claim(context.Background(), queue.DefaultQueue, []string{emailType}, 1, time.Minute)
 		if err == nil && len(j) == 1 {
-			_, _ = e.client.Finish(context.Background(), "w1", queue.RetentionDefaults{RemoveOnComplete: -1, RemoveOnFail: -1},
-				[]queue.Outcome{{Seq: j[0].Seq, Attempt: 1, OK: true, Result: []byte(`{"sent":true}`)}})
+			_, _ = r.Finish(context.Background(), queue.RetentionDefaults{RemoveOnComplete: -1, RemoveOnFail: -1},
+				[]queue.Outcome{{Claim: queue.Claim{Seq: j[0].Seq, Token: j[0].LeaseToken}, Attempt: 1, OK: true, Result: []byte(`{"sent":true}`)}})
 		}
 	}()
 	r = e.do("GET", "/api/queue/jobs/"+id+"/wait?timeout=10000", nil)
@@ -580,13 +580,16 @@ func TestWait(t *testing.T) {
 func TestWaitSeesJobRemovedAsItFinishes(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
-	id := e.submit(map[string]any{"type": "EMAIL_SEND", "data": email, "options": map[string]any{"removeOnFail": true}})["id"].(string)
+	id := e.submit(map[string]any{"type": emailType, "data": email, "options": map[string]any{"removeOnFail": true}})["id"].(string)
 	go func() {
 		time.Sleep(100 * time.Millisecond)
-		j, err := e.client.Claim(context.Background(), "w1", []string{"EMAIL_SEND"}, 1, time.Minute)
+		r := queue.NewRunner(e.pool, "w1")
+		j, err := r.Claim(context.Background(), queue.DefaultQueue, []string{emailType}, 1, time.Minute)
 		if err == nil && len(j) == 1 {
-			_, _ = e.client.Finish(context.Background(), "w1", queue.RetentionDefaults{RemoveOnComplete: 0, RemoveOnFail: 0},
-				[]queue.Outcome{{Seq: j[0].Seq, Attempt: 1, OK: false, Message: "smtp refused", RetryIn: -1}})
+			// Retention 0: the worker removes the job as it records the failure.
+			_, _ = r.Finish(context.Background(), queue.RetentionDefaults{RemoveOnComplete: 0, RemoveOnFail: 0},
+				[]queue.Outcome{{Claim: queue.Claim{Seq: j[0].Seq, Token: j[0].LeaseToken}, Attempt: 1, OK: false, Remove: true,
+					Message: "smtp refused", RetryIn: -1}})
 		}
 	}()
 	r := e.do("GET", "/api/queue/jobs/"+id+"/wait?timeout=10s", nil)
@@ -633,17 +636,17 @@ func TestEvents(t *testing.T) {
 			return strings.Contains(string(e.do("GET", "/metrics", nil).body), "queue_api_open_streams 1")
 		}, 5*time.Second, 5*time.Millisecond)
 		time.Sleep(50 * time.Millisecond) // long enough for a heartbeat
-		rd.pub.Publish(results.Event{Event: "job", ID: "1", Type: "CLEANUP", State: "active", At: at}, nil)
-		rd.pub.Publish(results.Event{Event: "job", ID: "2", Type: "EMAIL_SEND", State: "active", At: at}, nil)
-		rd.pub.Publish(results.Event{Event: "progress", ID: "2", Type: "EMAIL_SEND", Progress: &progress, At: at}, nil)
+		rd.pub.Publish(results.Event{Event: "job", ID: "1", Type: anyType, Queue: queue.DefaultQueue, State: "active", At: at}, nil)
+		rd.pub.Publish(results.Event{Event: "job", ID: "2", Type: emailType, Queue: queue.DefaultQueue, State: "active", At: at}, nil)
+		rd.pub.Publish(results.Event{Event: "progress", ID: "2", Type: emailType, Queue: queue.DefaultQueue, Progress: &progress, At: at}, nil)
 		time.Sleep(200 * time.Millisecond)
 		e.srv.StopStreams()
 	}()
-	r := e.do("GET", "/api/queue/events?type=EMAIL_SEND", nil)
+	r := e.do("GET", "/api/queue/events?type="+emailType, nil)
 	require.Equal(t, http.StatusOK, r.status)
 	require.Equal(t, "text/event-stream", r.header.Get("Content-Type"))
 	body := string(r.body)
-	require.Contains(t, body, "event: job\ndata: {\"id\":\"2\",\"type\":\"EMAIL_SEND\",\"state\":\"active\",\"at\":\"2026-01-01T00:00:00.000Z\"}\n\n")
+	require.Contains(t, body, "event: job\ndata: {\"id\":\"2\",\"type\":\"TEST_EMAIL\",\"queue\":\"default\",\"state\":\"active\",\"at\":\"2026-01-01T00:00:00.000Z\"}\n\n")
 	require.Contains(t, body, "event: progress\ndata: {\"id\":\"2\",\"progress\":50,\"at\":\"2026-01-01T00:00:00.000Z\"}\n\n")
 	require.NotContains(t, body, `"id":"1"`, "filtered by type")
 	require.Contains(t, body, ": heartbeat\n\n")
@@ -654,12 +657,13 @@ func TestStats(t *testing.T) {
 	e := setup(t)
 	e.submitEmail()
 	e.submitEmail()
-	e.submit(map[string]any{"type": "CLEANUP", "data": map[string]any{}, "options": map[string]any{"delay": 10000}})
+	e.submit(map[string]any{"type": anyType, "data": map[string]any{}, "options": map[string]any{"delay": 10000}})
 	r := e.do("GET", "/api/queue/stats", nil)
 	require.Equal(t, http.StatusOK, r.status)
 	require.JSONEq(t, `{"waiting":2,"active":0,"completed":0,"failed":0,"delayed":1,"cancelled":0,"paused":false,
-		"byType":{"EMAIL_SEND":{"waiting":2,"active":0,"completed":0,"failed":0,"delayed":0,"cancelled":0},
-		          "CLEANUP":{"waiting":0,"active":0,"completed":0,"failed":0,"delayed":1,"cancelled":0}}}`, string(r.body))
+		"byType":{"TEST_EMAIL":{"waiting":2,"active":0,"completed":0,"failed":0,"delayed":0,"cancelled":0},
+		          "TEST_ANY":{"waiting":0,"active":0,"completed":0,"failed":0,"delayed":1,"cancelled":0}},
+		"byQueue":{"default":{"waiting":2,"active":0,"completed":0,"failed":0,"delayed":1,"cancelled":0}}}`, string(r.body))
 }
 
 func TestPauseResume(t *testing.T) {
@@ -670,7 +674,7 @@ func TestPauseResume(t *testing.T) {
 	require.JSONEq(t, `{"paused":true}`, string(r.body))
 	require.Equal(t, true, e.do("GET", "/api/queue/stats", nil).json(t)["paused"])
 	e.submitEmail() // submissions are still accepted
-	got, err := e.client.Claim(context.Background(), "w1", []string{"EMAIL_SEND"}, 1, time.Minute)
+	got, err := queue.NewRunner(e.pool, "w1").Claim(context.Background(), queue.DefaultQueue, []string{emailType}, 1, time.Minute)
 	require.NoError(t, err)
 	require.Empty(t, got, "nothing is claimed while paused")
 
@@ -743,7 +747,7 @@ func TestMetrics(t *testing.T) {
 	t.Parallel()
 	e := setup(t, func(d *api.Deps) { d.APIKeys = []string{"k"} })
 	e.do("GET", "/api/health", nil)
-	e.do("POST", "/api/queue/jobs", map[string]any{"type": "EMAIL_SEND", "data": email}, "X-API-Key", "k")
+	e.do("POST", "/api/queue/jobs", map[string]any{"type": emailType, "data": email}, "X-API-Key", "k")
 	e.do("GET", "/api/queue/jobs/nope", nil, "X-API-Key", "k")
 	r := e.do("GET", "/metrics", nil)
 	require.Equal(t, http.StatusOK, r.status, "no key needed")
@@ -751,8 +755,8 @@ func TestMetrics(t *testing.T) {
 	require.Contains(t, body, `queue_api_http_requests_total{method="GET",route="/api/health",status="200"} 1`)
 	require.Contains(t, body, `queue_api_http_requests_total{method="GET",route="/api/queue/jobs/:id",status="404"} 1`)
 	require.Contains(t, body, `queue_api_http_request_duration_seconds_bucket{method="POST",route="/api/queue/jobs"`)
-	require.Contains(t, body, `queue_api_jobs_submitted_total{type="EMAIL_SEND"} 1`)
-	require.Contains(t, body, `queue_jobs{state="waiting",type="EMAIL_SEND"} 1`)
+	require.Contains(t, body, `queue_api_jobs_submitted_total{type="TEST_EMAIL"} 1`)
+	require.Contains(t, body, `queue_jobs{state="waiting",type="TEST_EMAIL"} 1`)
 	require.Contains(t, body, `queue_paused 0`)
 }
 

@@ -60,7 +60,7 @@ func TestEveryRouteRequiresAKey(t *testing.T) {
 			require.NotEqual(t, http.StatusUnauthorized, res.status, "%s with %v: %s", name, headers, res.body)
 		}
 	}
-	require.GreaterOrEqual(t, guarded, 16, "every /api/queue and /api/notifications route")
+	require.GreaterOrEqual(t, guarded, 21, "every /api/queue and /api/notifications route")
 }
 
 func TestNoKeysMeansNoAuth(t *testing.T) {
@@ -72,7 +72,7 @@ func TestNoKeysMeansNoAuth(t *testing.T) {
 func TestRateLimitPerKey(t *testing.T) {
 	t.Parallel()
 	e := setup(t, func(d *api.Deps) { d.APIKeys = []string{"a", "b"}; d.RateLimitSubmit = 2 })
-	body := map[string]any{"type": "CLEANUP", "data": map[string]any{}}
+	body := map[string]any{"type": anyType, "data": map[string]any{}}
 	for range 2 {
 		require.Equal(t, http.StatusCreated, e.do("POST", "/api/queue/jobs", body, "X-API-Key", "a").status)
 	}
@@ -88,7 +88,7 @@ func TestRateLimitPerKey(t *testing.T) {
 
 func TestRateLimitPerClientAddress(t *testing.T) {
 	t.Parallel()
-	body := map[string]any{"type": "CLEANUP", "data": map[string]any{}}
+	body := map[string]any{"type": anyType, "data": map[string]any{}}
 
 	// X-Forwarded-For from an untrusted peer is ignored: one bucket for the peer.
 	e := setup(t, func(d *api.Deps) { d.RateLimitSubmit = 1 })

@@ -13,11 +13,10 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/pgqueue/queue/internal/jobs"
 	"github.com/pgqueue/queue/internal/queue"
 )
 
-// Request limits of API.md.
+// Request limits.
 const (
 	maxBodyBytes = 1 << 20
 	maxJSONDepth = 32
@@ -163,7 +162,7 @@ func decodeRetention(raw json.RawMessage, field string, v *queue.ValidationError
 
 var (
 	submissionKeys = []string{"type", "data", "options"}
-	optionKeys     = []string{"priority", "delay", "attempts", "backoff", "jobId", "removeOnComplete", "removeOnFail", "timeout"}
+	optionKeys     = []string{"queue", "priority", "delay", "attempts", "backoff", "jobId", "removeOnComplete", "removeOnFail", "timeout"}
 	backoffKeys    = []string{"type", "delay"}
 )
 
@@ -194,6 +193,7 @@ func decodeOptions(raw json.RawMessage, prefix string, v *queue.ValidationError)
 	if !ok {
 		return o
 	}
+	o.Queue = decodeString(m["queue"], prefix+"queue", v)
 	o.Priority = decodeInt(m["priority"], prefix+"priority", v)
 	o.Delay = decodeInt64(m["delay"], prefix+"delay", v)
 	o.Attempts = decodeInt(m["attempts"], prefix+"attempts", v)
@@ -216,47 +216,16 @@ func decodeOptions(raw json.RawMessage, prefix string, v *queue.ValidationError)
 	return o
 }
 
-// validator checks decoded submissions: type known to the database and to the registry,
-// option ranges (the engine's own checks), data by the type's validator, and no jobId
-// twice in one request.
+// validator checks decoded submissions with the engine's checks: the type is one of the
+// client's kinds, the data passes that kind's rules, the options are in range, and no
+// jobId repeats in one request.
 type validator struct {
-	knownToDB func(string) bool
-	registry  *jobs.Registry
-}
-
-func (val validator) known(t string) bool {
-	if !val.knownToDB(t) {
-		return false
-	}
-	if val.registry == nil {
-		return true
-	}
-	_, ok := val.registry.Handler(t)
-	return ok
+	client *queue.Client
 }
 
 // validate checks jobs[i] named after prefixes[i], except those marked skip (not objects).
 func (val validator) validate(jobList []queue.NewJob, prefixes []string, skip []bool, v *queue.ValidationError) {
-	queue.ValidateBatch(jobList, prefixes, skip, val.known, val.checkData, v)
-}
-
-// checkData runs the type's data validator on data that is a storable object.
-func (val validator) checkData(j *queue.NewJob, prefix string, v *queue.ValidationError) {
-	data := bytes.TrimSpace(j.Data)
-	if val.registry == nil || !val.known(j.Type) || len(data) == 0 || data[0] != '{' || len(data) > queue.MaxDataBytes {
-		return
-	}
-	for _, p := range val.registry.Validate(j.Type, data) {
-		field := prefix + "data"
-		switch {
-		case p.Field == "":
-		case strings.HasPrefix(p.Field, "["):
-			field += p.Field
-		default:
-			field += "." + p.Field
-		}
-		v.Add(field, "%s", p.Message)
-	}
+	val.client.ValidateBatch(jobList, prefixes, skip, v)
 }
 
 // parseSubmission turns the body of POST /api/queue/jobs into a valid job, or an error

@@ -15,7 +15,7 @@ import (
 	"github.com/pgqueue/queue/internal/queue"
 )
 
-// Error codes of API.md.
+// Error codes.
 const (
 	codeValidationFailed = "validation_failed"
 	codeBadRequest       = "bad_request"
@@ -113,6 +113,8 @@ func respondError(c *gin.Context, err error) {
 	case errors.As(err, &mbe):
 		status, body = http.StatusRequestEntityTooLarge, errorPayload{Code: codePayloadTooLarge,
 			Message: "the request body is larger than 1 MiB"}
+	case errors.Is(err, queue.ErrQueueNotFound):
+		status, body = http.StatusNotFound, errorPayload{Code: codeNotFound, Message: "queue not found: it has no jobs, settings or live workers"}
 	case errors.Is(err, queue.ErrNotFound):
 		status, body = http.StatusNotFound, errorPayload{Code: codeNotFound, Message: "job not found"}
 	case errors.Is(err, queue.ErrConflict):

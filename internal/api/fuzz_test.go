@@ -2,34 +2,24 @@ package api
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
-	"slices"
 	"testing"
 
 	"github.com/pgqueue/queue/internal/jobs"
 	"github.com/pgqueue/queue/internal/queue"
 )
 
-// fuzzValidator decodes and validates like the API, without a database: the known types
-// are the migration's, and EMAIL_SEND has a small data validator.
-func fuzzValidator() validator {
-	reg := jobs.NewRegistry()
-	noop := jobs.HandlerFunc(func(context.Context, *jobs.Job) (any, error) { return nil, nil })
-	reg.Register("EMAIL_SEND", noop, func(data json.RawMessage) []jobs.FieldProblem {
-		var m map[string]any
-		if json.Unmarshal(data, &m) != nil {
-			return []jobs.FieldProblem{{Message: "must be an object"}}
-		}
-		if _, ok := m["to"].(string); !ok {
-			return []jobs.FieldProblem{{Field: "to", Message: "is required"}}
-		}
-		return nil
-	})
-	reg.Register("CLEANUP", noop, nil)
-	known := []string{"EMAIL_SEND", "USER_NOTIFICATION", "DATA_EXPORT", "FILE_PROCESS", "CACHE_WARM", "CLEANUP"}
-	return validator{knownToDB: func(t string) bool { return slices.Contains(known, t) }, registry: reg}
+// fuzzValidator decodes and validates like the API, without a database: the accepted
+// types are the built-in kinds with their real data rules, as cmd/api registers them.
+// The client only checks here; nothing is enqueued, so it needs no pool.
+func fuzzValidator(f *testing.F) validator {
+	client, err := queue.NewClient(nil, queue.ClientConfig{Kinds: jobs.Builtin(jobs.Deps{})})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(client.Close)
+	return validator{client: client}
 }
 
 // checkOutcome holds for every body: an accepted job is valid by the engine's own rules;
@@ -39,7 +29,7 @@ func checkOutcome(t *testing.T, val validator, jobList []queue.NewJob, err error
 	if err == nil {
 		for i, j := range jobList {
 			v := &queue.ValidationError{}
-			j.Validate("", val.known, v)
+			j.Validate("", val.client.Kinds(), v)
 			if v.Err() != nil {
 				t.Fatalf("job %d accepted but invalid: %v", i, v)
 			}
@@ -74,9 +64,9 @@ func checkOutcome(t *testing.T, val validator, jobList []queue.NewJob, err error
 // corpus lives in testdata/fuzz/FuzzSubmitBody. Run longer with
 // go test -run '^$' -fuzz FuzzSubmitBody -fuzztime 30s ./internal/api/
 func FuzzSubmitBody(f *testing.F) {
-	f.Add([]byte(`{"type":"EMAIL_SEND","data":{"to":"a@example.com"},"options":{"priority":10}}`))
-	f.Add([]byte(`{"jobs":[{"type":"CLEANUP","data":{}}]}`))
-	val := fuzzValidator()
+	f.Add([]byte(`{"type":"EMAIL_SEND","data":{"to":"a@example.com","subject":"Hi","template":"welcome"},"options":{"priority":10}}`))
+	f.Add([]byte(`{"jobs":[{"type":"CLEANUP","data":{"targetType":"temp_files","olderThan":0},"options":{"queue":"maintenance"}}]}`))
+	val := fuzzValidator(f)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		j, err := val.parseSubmission(body)
 		checkOutcome(t, val, []queue.NewJob{j}, err)

@@ -167,9 +167,12 @@ type listResponse struct {
 
 func (s *Server) list(c *gin.Context) error {
 	v := &queue.ValidationError{}
-	f := queue.ListFilter{State: c.Query("state"), Type: c.Query("type"), Cursor: c.Query("cursor")}
+	f := queue.ListFilter{State: c.Query("state"), Type: c.Query("type"), Queue: c.Query("queue"), Cursor: c.Query("cursor")}
 	if f.State != "" && !slices.Contains(queue.States, f.State) {
 		v.Add("state", "must be one of waiting, active, completed, failed, delayed, cancelled")
+	}
+	if f.Queue != "" && !queue.ValidQueueName(f.Queue) {
+		v.Add("queue", queue.QueueNameRule)
 	}
 	if raw, ok := c.GetQuery("limit"); ok {
 		n, err := strconv.Atoi(raw)

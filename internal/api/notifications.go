@@ -7,12 +7,12 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/pgqueue/queue/internal/jobs"
+	"github.com/pgqueue/queue/internal/notifications"
 	"github.com/pgqueue/queue/internal/queue"
 )
 
 // listNotifications serves GET /api/notifications?userId=&unread=&limit=&cursor=. The
-// store (queue.notifications, written by USER_NOTIFICATION jobs) belongs to internal/jobs.
+// inbox (queue.notifications, written by USER_NOTIFICATION jobs) is internal/notifications.
 func (s *Server) listNotifications(c *gin.Context) error {
 	v := &queue.ValidationError{}
 	userID := c.Query("userId")
@@ -27,19 +27,19 @@ func (s *Server) listNotifications(c *gin.Context) error {
 		}
 		unread = b
 	}
-	limit := jobs.DefaultNotificationLimit
+	limit := notifications.DefaultLimit
 	if raw, ok := c.GetQuery("limit"); ok {
 		n, err := strconv.Atoi(raw)
-		if err != nil || n < 1 || n > jobs.MaxNotificationLimit {
-			v.Add("limit", "must be an integer between 1 and %d", jobs.MaxNotificationLimit)
+		if err != nil || n < 1 || n > notifications.MaxLimit {
+			v.Add("limit", "must be an integer between 1 and %d", notifications.MaxLimit)
 		}
 		limit = n
 	}
 	if err := v.Err(); err != nil {
 		return err
 	}
-	list, next, err := jobs.ListNotifications(c.Request.Context(), s.deps.Pool, userID, unread, limit, c.Query("cursor"))
-	if errors.Is(err, jobs.ErrInvalidCursor) {
+	list, next, err := notifications.List(c.Request.Context(), s.deps.Pool, userID, unread, limit, c.Query("cursor"))
+	if errors.Is(err, notifications.ErrInvalidCursor) {
 		return validation(Detail{Field: "cursor", Message: "is not a cursor this API returned"})
 	}
 	if err != nil {
@@ -54,8 +54,8 @@ func (s *Server) listNotifications(c *gin.Context) error {
 }
 
 func (s *Server) readNotification(c *gin.Context) error {
-	n, err := jobs.MarkNotificationRead(c.Request.Context(), s.deps.Pool, c.Param("id"))
-	if errors.Is(err, jobs.ErrNotFound) {
+	n, err := notifications.MarkRead(c.Request.Context(), s.deps.Pool, c.Param("id"))
+	if errors.Is(err, notifications.ErrNotFound) {
 		return errNotFound("notification not found")
 	}
 	if err != nil {

@@ -80,7 +80,7 @@ func (s hubSource) Subscribe(ctx context.Context, id, jobType string) (<-chan Ev
 				if !ok {
 					return // the hub dropped this subscriber
 				}
-				e := Event{Kind: ev.Event, ID: ev.ID, Type: ev.Type, State: ev.State, At: ev.At.Time}
+				e := Event{Kind: ev.Event, ID: ev.ID, Type: ev.Type, Queue: ev.Queue, State: ev.State, At: ev.At.Time}
 				if ev.Progress != nil {
 					e.Progress = *ev.Progress
 				}
@@ -104,6 +104,6 @@ func (p publisher) Publish(_ context.Context, jobs []queue.Job) {
 		if queue.Finished(j.State) {
 			snapshot = &j
 		}
-		p.p.Publish(results.JobEvent(j.ID, j.Type, j.State), snapshot)
+		p.p.Publish(results.JobEvent(&j, j.State), snapshot)
 	}
 }

@@ -19,7 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgqueue/queue/internal/api"
-	"github.com/pgqueue/queue/internal/jobs"
+	"github.com/pgqueue/queue/internal/kinds"
 	"github.com/pgqueue/queue/internal/queue"
 	"github.com/pgqueue/queue/internal/results"
 	"github.com/pgqueue/queue/internal/testutil"
@@ -69,21 +69,22 @@ func (r *redisSide) use(d *api.Deps) {
 // its snapshot to be readable.
 func (r *redisSide) finished(t *testing.T, j queue.Job, state string) {
 	t.Helper()
-	results.NewWorkerObserver(r.pub).JobFinished(&j, state, []byte(`{"done":true}`), "", time.Millisecond)
+	results.NewWorkerObserver(r.pub).Observe(queue.Event{Kind: queue.EventFinished, Job: &j, State: state,
+		Result: []byte(`{"done":true}`), Took: time.Millisecond})
 	require.Eventually(t, func() bool {
 		_, ok := r.store.Job(context.Background(), j.ID)
 		return ok
 	}, 5*time.Second, 5*time.Millisecond)
 }
 
-// startWorker runs an in-process worker whose observer publishes to Redis.
-func (r *redisSide) startWorker(t *testing.T, e *env, h jobs.HandlerFunc) {
+// startWorker runs an in-process worker of the strict test kind whose observer publishes
+// to Redis and which stores snapshots there, as cmd/worker does.
+func (r *redisSide) startWorker(t *testing.T, e *env, h kinds.Handler[emailData]) {
 	t.Helper()
-	reg := jobs.NewRegistry()
-	reg.Register("EMAIL_SEND", h, nil)
-	w, err := worker.New(e.pool, e.client, reg, worker.Config{
+	w, err := worker.New(e.pool, kinds.NewRegistry(emailKind(h)), worker.Config{
 		PollInterval: 50 * time.Millisecond, RemoveOnComplete: -1, RemoveOnFail: -1,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Observer: results.NewWorkerObserver(r.pub),
+		Snapshots: r.store.Snapshots(),
 	})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -147,11 +148,11 @@ func TestEventStreamShowsWorkerEvents(t *testing.T) {
 	t.Parallel()
 	rd := newRedis(t)
 	e := setup(t, rd.use)
-	rd.startWorker(t, e, func(ctx context.Context, j *jobs.Job) (any, error) { return "sent", nil })
+	rd.startWorker(t, e, func(context.Context, *kinds.Job, *emailData) (any, error) { return "sent", nil })
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.http.URL+"/api/queue/events?type=EMAIL_SEND", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.http.URL+"/api/queue/events?type="+emailType, nil)
 	require.NoError(t, err)
 	resp, err := e.http.Client().Do(req)
 	require.NoError(t, err)
@@ -195,10 +196,10 @@ func TestRemovedJobAnsweredFromCache(t *testing.T) {
 	t.Parallel()
 	rd := newRedis(t)
 	e := setup(t, rd.use)
-	rd.startWorker(t, e, func(ctx context.Context, j *jobs.Job) (any, error) {
+	rd.startWorker(t, e, func(context.Context, *kinds.Job, *emailData) (any, error) {
 		return map[string]string{"messageId": "m-1"}, nil
 	})
-	id := e.submit(map[string]any{"type": "EMAIL_SEND", "data": email, "options": map[string]any{"removeOnComplete": true}})["id"].(string)
+	id := e.submit(map[string]any{"type": emailType, "data": email, "options": map[string]any{"removeOnComplete": true}})["id"].(string)
 	r := e.do("GET", "/api/queue/jobs/"+id+"/wait?timeout=10s", nil)
 	require.Equal(t, "completed", r.json(t)["state"])
 	require.Eventually(t, func() bool {

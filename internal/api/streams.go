@@ -15,7 +15,7 @@ import (
 	"github.com/pgqueue/queue/internal/queue"
 )
 
-// Limits of `wait` (API.md).
+// Limits of `wait`.
 const (
 	defaultWaitTimeout = 30 * time.Second
 	maxWaitTimeout     = 60 * time.Second
@@ -207,9 +207,10 @@ func eventData(e Event) ([]byte, error) {
 	return json.Marshal(struct {
 		ID    string          `json:"id"`
 		Type  string          `json:"type"`
+		Queue string          `json:"queue,omitempty"`
 		State string          `json:"state"`
 		At    queue.Timestamp `json:"at"`
-	}{e.ID, e.Type, e.State, at})
+	}{e.ID, e.Type, e.Queue, e.State, at})
 }
 
 // events serves GET /api/queue/events as Server-Sent Events from the EventSource.
@@ -222,7 +223,7 @@ func (s *Server) events(c *gin.Context) error {
 		return errTooManyStreams()
 	}
 	defer release()
-	filterType, filterID := c.Query("type"), c.Query("id")
+	filterType, filterID, filterQueue := c.Query("type"), c.Query("id"), c.Query("queue")
 
 	ctx, cancel := context.WithCancel(c.Request.Context())
 	defer cancel()
@@ -266,7 +267,8 @@ func (s *Server) events(c *gin.Context) error {
 			if !ok {
 				return nil // the source dropped this subscriber (too slow) or stopped
 			}
-			if (filterType != "" && e.Type != filterType) || (filterID != "" && e.ID != filterID) {
+			if (filterType != "" && e.Type != filterType) || (filterID != "" && e.ID != filterID) ||
+				(filterQueue != "" && e.Queue != filterQueue) {
 				continue
 			}
 			if e.Kind != EventJob && e.Kind != EventProgress {

@@ -1,4 +1,4 @@
-// Package config reads the environment of API.md into one typed, validated Config. A
+// Package config reads the environment (README, Configuration) into one typed, validated Config. A
 // malformed or out-of-range value is an error naming the variable; nothing is silently
 // replaced by a default.
 package config
@@ -14,7 +14,18 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pgqueue/queue/internal/jobs"
 )
+
+// Queue is one entry of QUEUE_QUEUES: a queue a worker serves, with its own slots.
+type Queue struct {
+	Name        string
+	Concurrency int
+}
+
+// queueName is the shape of a queue's name.
+var queueName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
 
 // Config is the whole environment of the api and worker processes.
 type Config struct {
@@ -37,6 +48,7 @@ type Config struct {
 	MaxStreams      int
 
 	Concurrency      int
+	Queues           []Queue // QUEUE_QUEUES; default: the default queue at Concurrency
 	PollInterval     time.Duration
 	Lease            time.Duration
 	JobTimeout       time.Duration // 0: none
@@ -106,6 +118,7 @@ func LoadFrom(lookup func(string) (string, bool)) (*Config, error) {
 	c.MaxStreams = r.intIn("MAX_STREAMS", 1000, 1, 1_000_000)
 
 	c.Concurrency = r.intIn("QUEUE_CONCURRENCY", 5, 1, 10_000)
+	c.Queues = r.queues("QUEUE_QUEUES", c.Concurrency)
 	c.PollInterval = r.duration("QUEUE_POLL_INTERVAL", time.Second, time.Millisecond)
 	c.Lease = r.duration("QUEUE_LEASE", 30*time.Second, 100*time.Millisecond)
 	c.JobTimeout = r.duration("QUEUE_JOB_TIMEOUT", 30*time.Minute, 0)
@@ -286,6 +299,37 @@ func (r *reader) level(name string) slog.Level {
 	return l
 }
 
+// queues reads QUEUE_QUEUES: name:concurrency entries, comma-separated. Unset or empty:
+// the default queue at the given concurrency.
+func (r *reader) queues(name string, concurrency int) []Queue {
+	v, _ := r.raw(name)
+	if v == "" {
+		return []Queue{{Name: "default", Concurrency: concurrency}}
+	}
+	var out []Queue
+	seen := map[string]bool{}
+	for _, entry := range strings.Split(v, ",") {
+		entry = strings.TrimSpace(entry)
+		q, n, ok := strings.Cut(entry, ":")
+		c, err := strconv.Atoi(strings.TrimSpace(n))
+		q = strings.TrimSpace(q)
+		switch {
+		case !ok || err != nil:
+			r.fail(name, "entries must be name:concurrency (default:5,emails:20), got %q", entry)
+		case !queueName.MatchString(q):
+			r.fail(name, "queue name %q must be 1..64 characters of [a-z0-9_-] starting with a letter or digit", q)
+		case c < 1 || c > 10_000:
+			r.fail(name, "concurrency of %s must be between 1 and 10000, got %d", q, c)
+		case seen[q]:
+			r.fail(name, "queue %s is listed twice", q)
+		default:
+			seen[q] = true
+			out = append(out, Queue{Name: q, Concurrency: c})
+		}
+	}
+	return out
+}
+
 // list splits a comma-separated value, trimming entries and dropping empty ones.
 func (r *reader) list(name string) []string {
 	v, _ := r.raw(name)
@@ -314,4 +358,23 @@ func (r *reader) keys(name string) []string {
 		out = append(out, p)
 	}
 	return out
+}
+
+// JobSettings are the built-in job types' settings from this environment.
+func (c *Config) JobSettings() jobs.Settings {
+	return jobs.Settings{
+		FromEnvironment: true,
+		RedisPrefix:     c.RedisPrefix,
+		FilesRoot:       c.FilesRoot,
+		ExportDir:       c.ExportDir,
+		ExportRetention: c.ExportRetention,
+		MailDir:         c.MailDir,
+		TemplatesDir:    c.TemplatesDir,
+		SMTP: jobs.SMTP{Host: c.SMTPHost, Port: c.SMTPPort, Username: c.SMTPUsername, Password: c.SMTPPassword,
+			From: c.SMTPFrom, TLS: c.SMTPTLS},
+		CleanupTempRoot:       c.CleanupTempRoot,
+		CleanupLogsRoot:       c.CleanupLogsRoot,
+		SessionsTable:         c.SessionsTable,
+		CacheWarmAllowedHosts: c.CacheWarmAllowedHosts,
+	}
 }

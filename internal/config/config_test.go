@@ -23,6 +23,7 @@ func TestDefaults(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "postgres://postgres:postgres@localhost:5432/queue?sslmode=disable", c.DatabaseURL)
 	require.Equal(t, 5, c.Concurrency)
+	require.Equal(t, []config.Queue{{Name: "default", Concurrency: 5}}, c.Queues, "the default queue at QUEUE_CONCURRENCY")
 	require.Equal(t, time.Second, c.PollInterval)
 	require.Equal(t, 30*time.Second, c.Lease)
 	require.Equal(t, 30*time.Minute, c.JobTimeout)
@@ -48,6 +49,7 @@ func TestValues(t *testing.T) {
 	require.Equal(t, []string{"k1", "k2"}, c.APIKeys)
 	require.Equal(t, "0.0.0.0", c.APIBind)
 	require.Equal(t, 32, c.Concurrency)
+	require.Equal(t, []config.Queue{{Name: "default", Concurrency: 32}}, c.Queues)
 	require.Equal(t, 5*time.Second, c.Lease)
 	require.Equal(t, 0, c.RemoveOnComplete)
 	require.Equal(t, -1, c.RemoveOnFail)
@@ -71,6 +73,7 @@ func TestMalformedValuesNameTheVariable(t *testing.T) {
 		"CLEANUP_ROOTS":            "/only-one",
 		"SESSIONS_TABLE":           "x; DROP TABLE y",
 		"RATE_LIMIT_SUBMIT":        "-1",
+		"QUEUE_QUEUES":             "default:5,emails",
 	}
 	for name, value := range cases {
 		_, err := load(map[string]string{name: value})
@@ -79,4 +82,16 @@ func TestMalformedValuesNameTheVariable(t *testing.T) {
 	}
 	_, err := load(map[string]string{"SMTP_HOST": "mail.example.com", "SMTP_TLS": "none"})
 	require.ErrorContains(t, err, "SMTP_TLS")
+}
+
+func TestQueues(t *testing.T) {
+	t.Parallel()
+	c, err := load(map[string]string{"QUEUE_QUEUES": " default:5, emails:20 ,exports_2:2", "QUEUE_CONCURRENCY": "9"})
+	require.NoError(t, err)
+	require.Equal(t, []config.Queue{{"default", 5}, {"emails", 20}, {"exports_2", 2}}, c.Queues,
+		"QUEUE_QUEUES wins over QUEUE_CONCURRENCY, in the order given")
+	for _, bad := range []string{"emails:0", "Emails:2", "a:1,a:2", "emails:x", "-x:1", "emails:10001", ":3"} {
+		_, err := load(map[string]string{"QUEUE_QUEUES": bad})
+		require.ErrorContains(t, err, "QUEUE_QUEUES", bad)
+	}
 }

@@ -183,19 +183,25 @@ func cleanupJob(id string) map[string]any {
 	}
 }
 
-// submitBulk posts jobs with the given ids, retrying (same ids: the API is idempotent on
-// jobId) until they are acknowledged, and returns the number of attempts that failed.
+// submitBulk posts cleanup jobs with the given ids, retrying until they are
+// acknowledged, and returns the number of attempts that failed.
 func (s *system) submitBulk(ctx context.Context, ids []string) (failures int) {
 	var jobs []map[string]any
 	for _, id := range ids {
 		jobs = append(jobs, cleanupJob(id))
 	}
+	return s.submit(ctx, jobs)
+}
+
+// submit posts jobs in one bulk request, retrying (the same ids: the API is idempotent
+// on jobId) until they are acknowledged, and returns the number of attempts that failed.
+func (s *system) submit(ctx context.Context, jobs []map[string]any) (failures int) {
 	body, _ := json.Marshal(map[string]any{"jobs": jobs})
 	client := &http.Client{Timeout: 10 * time.Second}
 	for ctx.Err() == nil {
 		resp, err := client.Post(s.apiURL+"/api/queue/jobs/bulk", "application/json", bytes.NewReader(body))
 		if err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
+			msg, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusCreated {
 				return failures
@@ -203,7 +209,7 @@ func (s *system) submitBulk(ctx context.Context, ids []string) (failures int) {
 			if resp.StatusCode == http.StatusInternalServerError {
 				s.internalErrors.Add(1)
 			}
-			require.NotEqual(s.t, http.StatusBadRequest, resp.StatusCode, "the bulk body is valid")
+			require.NotEqual(s.t, http.StatusBadRequest, resp.StatusCode, "the bulk body is valid: %s", msg)
 		}
 		failures++
 		time.Sleep(100 * time.Millisecond)
@@ -211,10 +217,29 @@ func (s *system) submitBulk(ctx context.Context, ids []string) (failures int) {
 	return failures
 }
 
-// query runs one statement against the database, retrying while it is down.
-func (s *system) count(query string, args ...any) int {
+// connect opens a connection, retrying while the database is down.
+func (s *system) connect() *pgx.Conn {
 	s.t.Helper()
-	var n int
+	var conn *pgx.Conn
+	require.Eventually(s.t, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		var err error
+		conn, err = pgx.Connect(ctx, s.dbURL)
+		return err == nil
+	}, 60*time.Second, 100*time.Millisecond)
+	return conn
+}
+
+// scan reads one row into dest, retrying while the database is down or the row is not
+// there yet.
+func (s *system) scan(query string, dest ...any) {
+	s.t.Helper()
+	s.scanArgs(query, nil, dest...)
+}
+
+func (s *system) scanArgs(query string, args []any, dest ...any) {
+	s.t.Helper()
 	require.Eventually(s.t, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -223,8 +248,49 @@ func (s *system) count(query string, args ...any) int {
 			return false
 		}
 		defer conn.Close(ctx)
-		return conn.QueryRow(ctx, query, args...).Scan(&n) == nil
-	}, 60*time.Second, 100*time.Millisecond)
+		return conn.QueryRow(ctx, query, args...).Scan(dest...) == nil
+	}, 60*time.Second, 100*time.Millisecond, "no row for %s", query)
+}
+
+// dbNow is the database's clock, which the audit trail's times come from.
+func (s *system) dbNow() time.Time {
+	var now time.Time
+	s.scan("SELECT now()", &now)
+	return now
+}
+
+// workerID is the id a worker process registered under.
+func (s *system) workerID(p *proc) string {
+	s.t.Helper()
+	var id string
+	s.scan(fmt.Sprintf("SELECT id FROM queue.workers WHERE pid = %d", p.cmd.Process.Pid), &id)
+	return id
+}
+
+// leader is the holder of an unexpired maintenance lease, or "".
+func (s *system) leader() string {
+	var holder string
+	s.scan("SELECT coalesce((SELECT holder FROM queue.leaders WHERE name = 'maintenance' AND expires_at > now()), '')", &holder)
+	return holder
+}
+
+// waitJobState waits until the job is in state.
+func (s *system) waitJobState(id, state string, within time.Duration) {
+	s.t.Helper()
+	deadline := time.Now().Add(within)
+	for s.count("SELECT count(*) FROM queue.jobs WHERE id = $1 AND state = $2", id, state) == 0 {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("job %s never reached %s in %s", id, state, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// count runs a query that returns one integer, retrying while the database is down.
+func (s *system) count(query string, args ...any) int {
+	s.t.Helper()
+	var n int
+	s.scanArgs(query, args, &n)
 	return n
 }
 

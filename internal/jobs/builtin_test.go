@@ -36,15 +36,23 @@ func TestSeedExampleCompletesOnFreshInstall(t *testing.T) {
 	require.NoError(t, err)
 	rdb := redis.NewClient(opts)
 	t.Cleanup(func() { _ = rdb.Close() })
-	client, err := queue.NewClient(ctx, pool, queue.ClientConfig{})
-	require.NoError(t, err)
-	t.Cleanup(client.Close)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 
-	reg, err := jobs.Builtin(jobs.Deps{Config: cfg, Pool: pool, Redis: rdb, Logger: quiet,
-		Stats: func(ctx context.Context) (any, error) { return client.Stats(ctx) }})
+	// As cmd/worker: CACHE_WARM's stats come from the client built on the registry.
+	var client *queue.Client
+	reg := jobs.Builtin(jobs.Deps{Settings: cfg.JobSettings(), Pool: pool, Redis: rdb, Logger: quiet,
+		Stats: func(ctx context.Context) (jobs.Stats, error) {
+			s, err := client.Stats(ctx)
+			if err != nil {
+				return jobs.Stats{}, err
+			}
+			out := jobs.Stats{Object: s, Paused: s.Paused, ByState: s.NonZero(), ByType: s.TypesByState()}
+			return out, nil
+		}})
+	client, err = queue.NewClient(pool, queue.ClientConfig{Kinds: reg})
 	require.NoError(t, err)
-	w, err := worker.New(pool, client, reg, worker.Config{
+	t.Cleanup(client.Close)
+	w, err := worker.New(pool, reg, worker.Config{
 		Concurrency: 2, PollInterval: 50 * time.Millisecond, Lease: 5 * time.Second,
 		ShutdownTimeout: 5 * time.Second, RemoveOnComplete: -1, RemoveOnFail: -1, Logger: quiet,
 	})
@@ -77,6 +85,8 @@ func TestSeedExampleCompletesOnFreshInstall(t *testing.T) {
 	bad := waitFinished(t, client, badID)
 	require.Equal(t, queue.StateFailed, bad.State)
 	require.Equal(t, 1, bad.AttemptsMade)
+	require.NotNil(t, bad.Error)
+	require.Contains(t, *bad.Error, "userId")
 }
 
 func waitFinished(t *testing.T, client *queue.Client, id string) queue.Job {
@@ -88,4 +98,26 @@ func waitFinished(t *testing.T, client *queue.Client, id string) queue.Job {
 		return err == nil && queue.Finished(job.State)
 	}, 30*time.Second, 10*time.Millisecond)
 	return job
+}
+
+// TestBuiltinValidatesCacheWarmHostsWithConfig: with CACHE_WARM_ALLOWED_HOSTS set, a
+// URL's host is checked at submission too (the API builds its registry this way).
+func TestBuiltinValidatesCacheWarmHostsWithConfig(t *testing.T) {
+	t.Parallel()
+	cfg, err := config.LoadFrom(func(k string) (string, bool) {
+		if k == "CACHE_WARM_ALLOWED_HOSTS" {
+			return "api.example.com", true
+		}
+		return "", false
+	})
+	require.NoError(t, err)
+	reg := jobs.Builtin(jobs.Deps{Settings: cfg.JobSettings()})
+	kind, ok := reg.Kind(jobs.TypeCacheWarm)
+	require.True(t, ok)
+	require.Empty(t, kind.Check(json.RawMessage(`{"cacheKey":"k","dataSource":"https://API.example.com:443/x"}`)))
+	require.Empty(t, kind.Check(json.RawMessage(`{"cacheKey":"k","dataSource":"stats"}`)))
+	problems := kind.Check(json.RawMessage(`{"cacheKey":"k","dataSource":"http://169.254.169.254/latest"}`))
+	require.Len(t, problems, 1, "%+v", problems)
+	require.Equal(t, "dataSource", problems[0].Field)
+	require.Equal(t, "the host 169.254.169.254 is not in CACHE_WARM_ALLOWED_HOSTS", problems[0].Message)
 }

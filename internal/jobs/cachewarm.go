@@ -10,72 +10,75 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
-	"github.com/pgqueue/queue/db"
+	"github.com/pgqueue/queue/internal/kinds"
 )
 
 // cacheWarmData is CACHE_WARM's data.
 type cacheWarmData struct {
 	UserID     *string `json:"userId" validate:"omitnil,min=1,max=128"`
-	CacheKey   string  `json:"cacheKey" validate:"required,cachekey"`
+	CacheKey   string  `json:"cacheKey" validate:"required"`
 	DataSource string  `json:"dataSource" validate:"required,max=2048"`
 	TTL        *int    `json:"ttl" validate:"omitnil,min=1,max=604800"`
 }
 
-// cacheQueries are the named read-only queries a dataSource "query:NAME" may run. They
-// run in a read-only transaction through sqlc's functions; nothing else can be named.
-var cacheQueries = map[string]func(context.Context, *db.Queries) (any, error){
-	"job_counts_by_type": func(ctx context.Context, q *db.Queries) (any, error) {
-		rows, err := q.JobCountByStateAndType(ctx)
-		if err != nil {
-			return nil, err
-		}
-		out := map[string]map[string]int64{}
-		for _, r := range rows {
-			if out[r.Type] == nil {
-				out[r.Type] = map[string]int64{}
-			}
-			out[r.Type][r.State] += r.Jobs
-		}
-		return out, nil
-	},
-	"job_counts_by_state": func(ctx context.Context, q *db.Queries) (any, error) {
-		rows, err := q.JobCountByStateAndType(ctx)
-		if err != nil {
-			return nil, err
-		}
-		out := map[string]int64{}
-		for _, r := range rows {
-			out[r.State] += r.Jobs
-		}
-		return out, nil
-	},
-	"queue_paused": func(ctx context.Context, q *db.Queries) (any, error) {
-		paused, err := q.QueuePaused(ctx)
-		return map[string]bool{"paused": paused}, err
-	},
+var cacheKeyPattern = regexp.MustCompile(`^[A-Za-z0-9:_.-]{1,200}$`)
+
+// cacheQueries are the named values a dataSource "query:NAME" may read, all from the
+// queue's own counts; nothing else can be named.
+var cacheQueries = map[string]func(Stats) any{
+	"job_counts_by_type":  func(s Stats) any { return s.ByType },
+	"job_counts_by_state": func(s Stats) any { return s.ByState },
+	"queue_paused":        func(s Stats) any { return map[string]bool{"paused": s.Paused} },
 }
 
-func checkCacheWarm(d *cacheWarmData) []FieldProblem {
+// Check holds the key to its pattern and the source to stats, a named query or an
+// http(s) URL; whether a URL's host is allowed is a setting (allowedHostsCheck).
+func (d *cacheWarmData) Check() []kinds.Problem {
+	var problems []kinds.Problem
+	if d.CacheKey != "" && !cacheKeyPattern.MatchString(d.CacheKey) {
+		problems = append(problems, kinds.Problem{Field: "cacheKey", Message: "must match ^[A-Za-z0-9:_.-]{1,200}$"})
+	}
 	if d.DataSource == "" || d.DataSource == "stats" {
-		return nil
+		return problems
 	}
 	if name, ok := strings.CutPrefix(d.DataSource, "query:"); ok {
 		if _, known := cacheQueries[name]; !known {
-			return []FieldProblem{{Field: "dataSource", Message: "unknown query; one of: " + strings.Join(queryNames(), ", ")}}
+			problems = append(problems, kinds.Problem{Field: "dataSource", Message: "unknown query; one of: " + strings.Join(queryNames(), ", ")})
+		}
+		return problems
+	}
+	if _, err := parseSourceURL(d.DataSource); err != nil {
+		problems = append(problems, kinds.Problem{Field: "dataSource", Message: "must be stats, query:NAME or an http(s) URL: " + err.Error()})
+	}
+	return problems
+}
+
+// allowedHostsCheck refuses, at submission, a URL whose host is not in allowedHosts. The
+// handler checks again when the job runs.
+func allowedHostsCheck(allowedHosts []string) func(*cacheWarmData) []kinds.Problem {
+	return func(d *cacheWarmData) []kinds.Problem {
+		if d.DataSource == "stats" || strings.HasPrefix(d.DataSource, "query:") {
+			return nil
+		}
+		if u, err := parseSourceURL(d.DataSource); err == nil && !hostAllowed(allowedHosts, u) {
+			return []kinds.Problem{{Field: "dataSource", Message: "the host " + u.Hostname() + " is not in CACHE_WARM_ALLOWED_HOSTS"}}
 		}
 		return nil
 	}
-	if _, err := parseSourceURL(d.DataSource); err != nil {
-		return []FieldProblem{{Field: "dataSource", Message: "must be stats, query:NAME or an http(s) URL: " + err.Error()}}
+}
+
+func cacheWarmKind(deps Deps) kinds.Kind {
+	h := newCacheWarmHandler(deps)
+	if deps.FromEnvironment {
+		return kinds.Define(TypeCacheWarm, h.run, allowedHostsCheck(deps.CacheWarmAllowedHosts))
 	}
-	return nil
+	return kinds.Define(TypeCacheWarm, h.run)
 }
 
 func queryNames() []string {
@@ -100,24 +103,6 @@ func parseSourceURL(s string) (*url.URL, error) {
 		return nil, errors.New("the URL must not carry credentials")
 	}
 	return u, nil
-}
-
-// ValidateCacheWarm checks CACHE_WARM data without configuration: whether a URL's host
-// is allowed is left to the job's run.
-var ValidateCacheWarm = validatorFor(checkCacheWarm)
-
-// cacheWarmValidator also refuses, at submission, a URL whose host is not in
-// allowedHosts (a configuration value, so the check stays pure). The handler checks again.
-func cacheWarmValidator(allowedHosts []string) Validator {
-	return validatorFor(func(d *cacheWarmData) []FieldProblem {
-		if problems := checkCacheWarm(d); problems != nil {
-			return problems
-		}
-		if u, err := parseSourceURL(d.DataSource); err == nil && d.DataSource != "stats" && !hostAllowed(allowedHosts, u) {
-			return []FieldProblem{{Field: "dataSource", Message: "the host " + u.Hostname() + " is not in CACHE_WARM_ALLOWED_HOSTS"}}
-		}
-		return nil
-	})
 }
 
 const (
@@ -215,13 +200,9 @@ func publicAddr(ip netip.Addr) bool {
 	return true
 }
 
-func (h *cacheWarmHandler) Handle(ctx context.Context, job *Job) (any, error) {
-	d, problems := parseData(job.Data, checkCacheWarm)
-	if problems != nil {
-		return nil, invalidData(problems)
-	}
-	if h.deps.Redis == nil || h.deps.Config == nil {
-		return nil, Permanent(errNotConfigured)
+func (h *cacheWarmHandler) run(ctx context.Context, job *kinds.Job, d *cacheWarmData) (any, error) {
+	if h.deps.Redis == nil {
+		return nil, kinds.Permanent(errNotConfigured)
 	}
 	var value []byte
 	var err error
@@ -243,7 +224,7 @@ func (h *cacheWarmHandler) Handle(ctx context.Context, job *Job) (any, error) {
 	if d.TTL != nil {
 		ttl = *d.TTL
 	}
-	key := h.deps.Config.RedisPrefix + cacheKeyInfix + d.CacheKey
+	key := h.deps.RedisPrefix + cacheKeyInfix + d.CacheKey
 	// Storing the value is the work itself: a Redis error is an ordinary, retried error.
 	if err := h.deps.Redis.Set(ctx, key, value, time.Duration(ttl)*time.Second).Err(); err != nil {
 		return nil, fmt.Errorf("store %s in Redis: %w", key, err)
@@ -253,34 +234,34 @@ func (h *cacheWarmHandler) Handle(ctx context.Context, job *Job) (any, error) {
 }
 
 func (h *cacheWarmHandler) stats(ctx context.Context) ([]byte, error) {
-	if h.deps.Stats == nil {
-		return nil, Permanent(errNotConfigured)
-	}
-	v, err := h.deps.Stats(ctx)
+	s, err := h.readStats(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("queue stats: %w", err)
+		return nil, err
 	}
-	return json.Marshal(v)
+	return json.Marshal(s.Object)
+}
+
+func (h *cacheWarmHandler) readStats(ctx context.Context) (Stats, error) {
+	if h.deps.Stats == nil {
+		return Stats{}, kinds.Permanent(errNotConfigured)
+	}
+	s, err := h.deps.Stats(ctx)
+	if err != nil {
+		return Stats{}, fmt.Errorf("queue stats: %w", err)
+	}
+	return s, nil
 }
 
 func (h *cacheWarmHandler) query(ctx context.Context, name string) ([]byte, error) {
-	run, ok := cacheQueries[name]
+	project, ok := cacheQueries[name]
 	if !ok {
-		return nil, Permanentf("unknown query %q", name)
+		return nil, kinds.Permanentf("unknown query %q", name)
 	}
-	if h.deps.Pool == nil {
-		return nil, Permanent(errNotConfigured)
-	}
-	tx, err := h.deps.Pool.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	s, err := h.readStats(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("query %s: %w", name, err)
+		return nil, err
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // read-only: nothing to lose
-	v, err := run(ctx, db.New(tx))
-	if err != nil {
-		return nil, fmt.Errorf("query %s: %w", name, err)
-	}
-	return json.Marshal(v)
+	return json.Marshal(project(s))
 }
 
 // hostAllowed reports whether the URL's host (or host:port) is on the allow-list.
@@ -299,38 +280,38 @@ func hostAllowed(allowed []string, u *url.URL) bool {
 func (h *cacheWarmHandler) fetch(ctx context.Context, raw string) ([]byte, error) {
 	u, err := parseSourceURL(raw)
 	if err != nil {
-		return nil, Permanentf("dataSource: %w", err)
+		return nil, kinds.Permanentf("dataSource: %w", err)
 	}
-	if !hostAllowed(h.deps.Config.CacheWarmAllowedHosts, u) {
-		return nil, Permanentf("host %q is not in CACHE_WARM_ALLOWED_HOSTS", u.Hostname())
+	if !hostAllowed(h.deps.CacheWarmAllowedHosts, u) {
+		return nil, kinds.Permanentf("host %q is not in CACHE_WARM_ALLOWED_HOSTS", u.Hostname())
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return nil, Permanentf("dataSource: %w", err)
+		return nil, kinds.Permanentf("dataSource: %w", err)
 	}
 	req.Header.Set("User-Agent", "pgqueue-cache-warm")
 	resp, err := h.client.Do(req)
 	if err != nil {
 		if errors.Is(err, errRefusedAddress) {
-			return nil, Permanentf("fetch %s: %w", u.Redacted(), err)
+			return nil, kinds.Permanentf("fetch %s: %w", u.Redacted(), err)
 		}
 		return nil, fmt.Errorf("fetch %s: %w", u.Redacted(), err)
 	}
 	defer resp.Body.Close()
 	switch {
 	case resp.StatusCode >= 300 && resp.StatusCode < 400:
-		return nil, Permanentf("fetch %s: %s; redirects are not followed", u.Redacted(), resp.Status)
+		return nil, kinds.Permanentf("fetch %s: %s; redirects are not followed", u.Redacted(), resp.Status)
 	case resp.StatusCode == http.StatusRequestTimeout || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
 		return nil, fmt.Errorf("fetch %s: %s", u.Redacted(), resp.Status)
 	case resp.StatusCode >= 400:
-		return nil, Permanentf("fetch %s: %s", u.Redacted(), resp.Status)
+		return nil, kinds.Permanentf("fetch %s: %s", u.Redacted(), resp.Status)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxFetchBody+1))
 	if err != nil {
 		return nil, fmt.Errorf("fetch %s: %w", u.Redacted(), err)
 	}
 	if len(body) > maxFetchBody {
-		return nil, Permanentf("fetch %s: the body is larger than %d bytes", u.Redacted(), maxFetchBody)
+		return nil, kinds.Permanentf("fetch %s: the body is larger than %d bytes", u.Redacted(), maxFetchBody)
 	}
 	return body, nil
 }

@@ -13,9 +13,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgqueue/queue/internal/kinds"
 )
 
-// cleanupData is CLEANUP's data.
+// cleanupData is CLEANUP's data; path and pattern are accepted and ignored by
+// expired_sessions.
 type cleanupData struct {
 	UserID     *string `json:"userId" validate:"omitnil,min=1,max=128"`
 	TargetType string  `json:"targetType" validate:"required,oneof=temp_files old_logs expired_sessions"`
@@ -23,10 +26,6 @@ type cleanupData struct {
 	Path       *string `json:"path" validate:"omitnil,relpath"`
 	Pattern    *string `json:"pattern" validate:"omitnil,min=1,max=255,globpattern"`
 }
-
-// ValidateCleanup checks CLEANUP data.
-// path and pattern are accepted and ignored by expired_sessions.
-var ValidateCleanup = validatorFor[cleanupData](nil)
 
 // sessionsBatch bounds each DELETE, so no statement holds many row locks for long.
 const sessionsBatch = 1000
@@ -42,14 +41,11 @@ type CleanupResult struct {
 
 type cleanupHandler struct{ deps Deps }
 
-func (h *cleanupHandler) Handle(ctx context.Context, job *Job) (any, error) {
-	d, problems := parseData[cleanupData](job.Data, nil)
-	if problems != nil {
-		return nil, invalidData(problems)
-	}
-	if h.deps.Config == nil {
-		return nil, Permanent(errNotConfigured)
-	}
+func cleanupKind(deps Deps) kinds.Kind {
+	return kinds.Define(TypeCleanup, (&cleanupHandler{deps: deps}).run)
+}
+
+func (h *cleanupHandler) run(ctx context.Context, job *kinds.Job, d *cleanupData) (any, error) {
 	// Beyond what a Duration holds nothing is that old; clamp instead of overflowing.
 	olderThan := time.Duration(min(*d.OlderThan, math.MaxInt64/int64(time.Millisecond))) * time.Millisecond
 	var res CleanupResult
@@ -58,9 +54,9 @@ func (h *cleanupHandler) Handle(ctx context.Context, job *Job) (any, error) {
 	case "expired_sessions":
 		res, err = h.sessions(ctx, *d.OlderThan)
 	case "temp_files":
-		res, err = removeOldFiles(ctx, h.deps.jobLog(job), "CLEANUP_ROOTS (temp_files)", h.deps.Config.CleanupTempRoot, d.Path, d.Pattern, olderThan)
+		res, err = removeOldFiles(ctx, h.deps.jobLog(job), "CLEANUP_ROOTS (temp_files)", h.deps.CleanupTempRoot, d.Path, d.Pattern, olderThan)
 	case "old_logs":
-		res, err = removeOldFiles(ctx, h.deps.jobLog(job), "CLEANUP_ROOTS (old_logs)", h.deps.Config.CleanupLogsRoot, d.Path, d.Pattern, olderThan)
+		res, err = removeOldFiles(ctx, h.deps.jobLog(job), "CLEANUP_ROOTS (old_logs)", h.deps.CleanupLogsRoot, d.Path, d.Pattern, olderThan)
 	}
 	if err != nil {
 		return nil, err
@@ -72,9 +68,12 @@ func (h *cleanupHandler) Handle(ctx context.Context, job *Job) (any, error) {
 
 func (h *cleanupHandler) sessions(ctx context.Context, olderThanMs int64) (CleanupResult, error) {
 	if h.deps.Pool == nil {
-		return CleanupResult{}, Permanent(errNotConfigured)
+		return CleanupResult{}, kinds.Permanent(errNotConfigured)
 	}
-	table := h.deps.Config.SessionsTable
+	table := h.deps.SessionsTable
+	if table == "" {
+		return CleanupResult{}, kinds.Permanentf("SESSIONS_TABLE is not configured")
+	}
 	var res CleanupResult
 	for {
 		n, err := sessionsDeleteBatch(ctx, h.deps.Pool, table, olderThanMs, sessionsBatch)
@@ -83,11 +82,11 @@ func (h *cleanupHandler) sessions(ctx context.Context, olderThanMs int64) (Clean
 			if errors.As(err, &pg) {
 				switch pg.Code {
 				case "42P01": // undefined_table
-					return res, Permanentf("SESSIONS_TABLE %q does not exist", table)
+					return res, kinds.Permanentf("SESSIONS_TABLE %q does not exist", table)
 				case "42703": // undefined_column
-					return res, Permanentf("SESSIONS_TABLE %q has no expires_at column", table)
+					return res, kinds.Permanentf("SESSIONS_TABLE %q has no expires_at column", table)
 				case "42501", "42883": // insufficient_privilege; expires_at is not a time
-					return res, Permanentf("delete expired sessions from %q: %w", table, err)
+					return res, kinds.Permanentf("delete expired sessions from %q: %w", table, err)
 				}
 			}
 			return res, fmt.Errorf("delete expired sessions from %q: %w", table, err)

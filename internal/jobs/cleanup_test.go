@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/pgqueue/queue/internal/kinds"
 )
 
 // writeAged writes a file and sets its modification time age ago.
@@ -48,7 +50,7 @@ func TestCleanupTempFilesOnlyOldMatchingInsideRoot(t *testing.T) {
 	require.NoError(t, os.Symlink(outsideOld, linkFile))
 	require.NoError(t, os.Symlink(filepath.Join(outside, "dir"), filepath.Join(tmp, "linkdir")))
 
-	res, err := run(t, &cleanupHandler{deps: b.deps}, ValidateCleanup, obj{"targetType": "temp_files", "olderThan": hour.Milliseconds(), "pattern": "*.tmp"})
+	res, err := run(t, cleanupKind(b.deps), obj{"targetType": "temp_files", "olderThan": hour.Milliseconds(), "pattern": "*.tmp"})
 	require.NoError(t, err)
 	r := res.(CleanupResult)
 	require.Equal(t, CleanupResult{TargetType: "temp_files", Deleted: 2, BytesFreed: 150, Matched: 3}, r)
@@ -71,18 +73,18 @@ func TestCleanupOldLogsInSubfolder(t *testing.T) {
 	notInSub := writeAged(t, logs, "worker/2026-01.log", 30, 48*time.Hour)
 	outside := t.TempDir()
 	require.NoError(t, os.Symlink(outside, filepath.Join(logs, "escape")))
-	h := &cleanupHandler{deps: b.deps}
+	h := cleanupKind(b.deps)
 
-	res, err := run(t, h, ValidateCleanup, obj{"targetType": "old_logs", "olderThan": 0, "path": "api"})
+	res, err := run(t, h, obj{"targetType": "old_logs", "olderThan": 0, "path": "api"})
 	require.NoError(t, err)
 	require.Equal(t, int64(1), res.(CleanupResult).Deleted)
 	requireExists(t, inSub, false)
 	requireExists(t, notInSub, true)
 
 	for _, sub := range []string{"escape", "missing"} {
-		_, err = run(t, h, ValidateCleanup, obj{"targetType": "old_logs", "olderThan": 0, "path": sub})
+		_, err = run(t, h, obj{"targetType": "old_logs", "olderThan": 0, "path": sub})
 		require.Error(t, err, sub)
-		require.True(t, IsPermanent(err), "%s: %v", sub, err)
+		require.True(t, kinds.IsPermanent(err), "%s: %v", sub, err)
 	}
 }
 
@@ -90,12 +92,12 @@ func TestCleanupExpiredSessions(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	b := setup(t, setupOpts{db: true, env: map[string]string{"SESSIONS_TABLE": "app.user_sessions"}})
-	h := &cleanupHandler{deps: b.deps}
+	h := cleanupKind(b.deps)
 	data := obj{"targetType": "expired_sessions", "olderThan": 0}
 
-	_, err := run(t, h, ValidateCleanup, data)
+	_, err := run(t, h, data)
 	require.ErrorContains(t, err, `SESSIONS_TABLE "app.user_sessions" does not exist`)
-	require.True(t, IsPermanent(err))
+	require.True(t, kinds.IsPermanent(err))
 
 	_, err = b.pool.Exec(ctx, `
 		CREATE SCHEMA app;
@@ -106,10 +108,10 @@ func TestCleanupExpiredSessions(t *testing.T) {
 	require.NoError(t, err)
 
 	// Expired more than a day ago: the recently expired stay.
-	res, err := run(t, h, ValidateCleanup, obj{"targetType": "expired_sessions", "olderThan": (24 * time.Hour).Milliseconds()})
+	res, err := run(t, h, obj{"targetType": "expired_sessions", "olderThan": (24 * time.Hour).Milliseconds()})
 	require.NoError(t, err)
 	require.Equal(t, int64(2500), res.(CleanupResult).Deleted, "more than one batch")
-	res, err = run(t, h, ValidateCleanup, data)
+	res, err = run(t, h, data)
 	require.NoError(t, err)
 	require.Equal(t, int64(20), res.(CleanupResult).Deleted)
 	var left int
@@ -137,4 +139,38 @@ func TestRemoveExpiredOutputs(t *testing.T) {
 	removed, err = RemoveExpiredOutputs(context.Background(), nil, filepath.Join(t.TempDir(), "none"), t.TempDir(), time.Hour)
 	require.NoError(t, err)
 	require.Zero(t, removed)
+}
+
+// TestBuiltinRegistersOutputRetention: with EXPORT_RETENTION and the output folders set,
+// Builtin registers the periodic task the maintenance leader runs, and running it
+// deletes the expired exports and processed outputs only.
+func TestBuiltinRegistersOutputRetention(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{env: map[string]string{"EXPORT_RETENTION": "24h"}})
+	require.Equal(t, 24*time.Hour, b.cfg.ExportRetention)
+	oldExport := writeAged(t, b.cfg.ExportDir, "export-old.csv", 100, 25*time.Hour)
+	newExport := writeAged(t, b.cfg.ExportDir, "export-new.csv", 100, time.Hour)
+	oldOutput := writeAged(t, b.cfg.FilesRoot, "processed/a-1.png", 40, 25*time.Hour)
+	newOutput := writeAged(t, b.cfg.FilesRoot, "processed/a-2.png", 40, time.Hour)
+	oldInput := writeAged(t, b.cfg.FilesRoot, "a.png", 40, 25*time.Hour)
+
+	tasks := Builtin(b.deps).Tasks()
+	require.Len(t, tasks, 1)
+	task := tasks[0]
+	require.Equal(t, "output retention", task.Name)
+	require.Positive(t, task.Every)
+	require.NoError(t, task.Run(context.Background()))
+	requireExists(t, oldExport, false)
+	requireExists(t, newExport, true)
+	requireExists(t, oldOutput, false)
+	requireExists(t, newOutput, true)
+	requireExists(t, oldInput, true)
+
+	// Without a retention, or without any output folder, there is nothing to run.
+	for _, s := range []Settings{
+		{ExportDir: b.cfg.ExportDir, FilesRoot: b.cfg.FilesRoot},
+		{ExportRetention: time.Hour},
+	} {
+		require.Empty(t, Builtin(Deps{Settings: s}).Tasks(), "%+v", s)
+	}
 }

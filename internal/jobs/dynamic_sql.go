@@ -12,9 +12,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/pgqueue/queue/db"
+	"github.com/jackc/pgx/v5/pgconn"
 )
+
+// execer runs a statement: a pool or a connection.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
 
 type columnKind int
 
@@ -124,7 +128,7 @@ func buildExportQuery(src exportSource, cols []exportColumn, f exportFilters, fr
 // sessionsDeleteBatch deletes at most batch rows of table whose expires_at is more than
 // olderThanMs milliseconds before now(), skipping rows another transaction holds. ctid lets it work on any
 // table, whatever its key.
-func sessionsDeleteBatch(ctx context.Context, conn db.DBTX, table string, olderThanMs int64, batch int) (int64, error) {
+func sessionsDeleteBatch(ctx context.Context, conn execer, table string, olderThanMs int64, batch int) (int64, error) {
 	ident := pgx.Identifier(strings.Split(table, ".")).Sanitize()
 	tag, err := conn.Exec(ctx,
 		"DELETE FROM "+ident+" WHERE ctid = ANY (ARRAY("+

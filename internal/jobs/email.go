@@ -15,11 +15,14 @@ import (
 	"net/textproto"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	texttemplate "text/template"
 	"time"
 
 	gomail "github.com/wneessen/go-mail"
+
+	"github.com/pgqueue/queue/internal/kinds"
 )
 
 // emailData is EMAIL_SEND's data.
@@ -27,7 +30,7 @@ type emailData struct {
 	UserID      *string           `json:"userId" validate:"omitnil,min=1,max=128"`
 	To          string            `json:"to" validate:"required,max=254,email"`
 	Subject     string            `json:"subject" validate:"required,min=1,max=998,nocrlf"`
-	Template    string            `json:"template" validate:"required,templatename"`
+	Template    string            `json:"template" validate:"required"`
 	Variables   map[string]any    `json:"variables"`
 	Attachments []emailAttachment `json:"attachments" validate:"omitempty,max=10,dive"`
 }
@@ -37,8 +40,15 @@ type emailAttachment struct {
 	Path     string `json:"path" validate:"required,relpath"`
 }
 
-// ValidateEmail checks EMAIL_SEND data.
-var ValidateEmail = validatorFor[emailData](nil)
+var templateName = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
+
+// Check is the rule the tags cannot say.
+func (d *emailData) Check() []kinds.Problem {
+	if d.Template != "" && !templateName.MatchString(d.Template) {
+		return []kinds.Problem{{Field: "template", Message: "must match ^[a-z0-9_-]{1,64}$"}}
+	}
+	return nil
+}
 
 const (
 	// maxAttachmentBytes bounds all attachments of one message together; most mail
@@ -65,22 +75,18 @@ type emailHandler struct {
 	rootCAs *x509.CertPool
 }
 
-func (h *emailHandler) Handle(ctx context.Context, job *Job) (any, error) {
-	d, problems := parseData[emailData](job.Data, nil)
-	if problems != nil {
-		return nil, invalidData(problems)
-	}
-	cfg := h.deps.Config
-	if cfg == nil {
-		return nil, Permanent(errNotConfigured)
-	}
+func emailKind(deps Deps) kinds.Kind {
+	return kinds.Define(TypeEmailSend, (&emailHandler{deps: deps}).run)
+}
+
+func (h *emailHandler) run(ctx context.Context, job *kinds.Job, d *emailData) (any, error) {
 	msg, err := h.buildMessage(job, d)
 	if err != nil {
 		return nil, err
 	}
 	res := EmailResult{Recipients: []string{d.To}}
 	res.MessageID = strings.Trim(msg.GetMessageID(), "<>")
-	if cfg.SMTPHost == "" {
+	if h.deps.SMTP.Host == "" {
 		res.Transport = "file"
 		res.Path, err = h.writeFile(job, msg)
 	} else {
@@ -94,20 +100,19 @@ func (h *emailHandler) Handle(ctx context.Context, job *Job) (any, error) {
 	return res, nil
 }
 
-func (h *emailHandler) buildMessage(job *Job, d *emailData) (*gomail.Msg, error) {
-	cfg := h.deps.Config
+func (h *emailHandler) buildMessage(job *kinds.Job, d *emailData) (*gomail.Msg, error) {
 	htmlBody, textBody, err := h.render(d.Template, d.Variables)
 	if err != nil {
 		return nil, err
 	}
-	from, err := mail.ParseAddress(cfg.SMTPFrom)
+	from, err := mail.ParseAddress(h.deps.SMTP.From)
 	if err != nil {
-		return nil, Permanentf("SMTP_FROM %q is not an e-mail address: %w", cfg.SMTPFrom, err)
+		return nil, kinds.Permanentf("SMTP_FROM %q is not an e-mail address: %w", h.deps.SMTP.From, err)
 	}
 	msg := gomail.NewMsg()
 	msg.FromMailAddress(from)
 	if err := msg.To(d.To); err != nil {
-		return nil, Permanentf("to: %w", err)
+		return nil, kinds.Permanentf("to: %w", err)
 	}
 	msg.Subject(d.Subject)
 	msg.SetDate()
@@ -145,17 +150,17 @@ func (h *emailHandler) render(name string, vars map[string]any) (htmlBody, textB
 		return "", "", err
 	}
 	if htmlSrc == "" && textSrc == "" {
-		return "", "", Permanentf("unknown template %q", name)
+		return "", "", kinds.Permanentf("unknown template %q", name)
 	}
 	var buf bytes.Buffer
 	if htmlSrc != "" {
 		// html/template escapes every variable for its context (text, attribute, URL).
 		t, err := htmltemplate.New(name).Option("missingkey=zero").Parse(htmlSrc)
 		if err != nil {
-			return "", "", Permanentf("template %s.html: %w", name, err)
+			return "", "", kinds.Permanentf("template %s.html: %w", name, err)
 		}
 		if err := t.Execute(&buf, vars); err != nil {
-			return "", "", Permanentf("template %s.html: %w", name, err)
+			return "", "", kinds.Permanentf("template %s.html: %w", name, err)
 		}
 		htmlBody = buf.String()
 	}
@@ -163,10 +168,10 @@ func (h *emailHandler) render(name string, vars map[string]any) (htmlBody, textB
 		buf.Reset()
 		t, err := texttemplate.New(name).Option("missingkey=zero").Parse(textSrc)
 		if err != nil {
-			return "", "", Permanentf("template %s.txt: %w", name, err)
+			return "", "", kinds.Permanentf("template %s.txt: %w", name, err)
 		}
 		if err := t.Execute(&buf, vars); err != nil {
-			return "", "", Permanentf("template %s.txt: %w", name, err)
+			return "", "", kinds.Permanentf("template %s.txt: %w", name, err)
 		}
 		textBody = buf.String()
 	}
@@ -176,7 +181,7 @@ func (h *emailHandler) render(name string, vars map[string]any) (htmlBody, textB
 // templateSource reads one template file, from TEMPLATES_DIR first; "" when neither
 // the folder nor the built-in set has it.
 func (h *emailHandler) templateSource(file string) (string, error) {
-	if dir := h.deps.Config.TemplatesDir; dir != "" {
+	if dir := h.deps.TemplatesDir; dir != "" {
 		root, err := os.OpenRoot(dir)
 		if err == nil {
 			defer root.Close()
@@ -204,7 +209,7 @@ func (h *emailHandler) templateSource(file string) (string, error) {
 }
 
 func (h *emailHandler) attach(msg *gomail.Msg, attachments []emailAttachment) error {
-	root, err := openRoot("FILES_ROOT", h.deps.Config.FilesRoot)
+	root, err := openRoot("FILES_ROOT", h.deps.FilesRoot)
 	if err != nil {
 		return err
 	}
@@ -218,7 +223,7 @@ func (h *emailHandler) attach(msg *gomail.Msg, attachments []emailAttachment) er
 		total += info.Size()
 		if total > maxAttachmentBytes {
 			f.Close()
-			return Permanentf("attachments exceed %d bytes together", maxAttachmentBytes)
+			return kinds.Permanentf("attachments exceed %d bytes together", maxAttachmentBytes)
 		}
 		// AttachReader copies the content now, so the file can be closed at once.
 		err = msg.AttachReader(a.Filename, io.LimitReader(f, maxAttachmentBytes))
@@ -231,8 +236,11 @@ func (h *emailHandler) attach(msg *gomail.Msg, attachments []emailAttachment) er
 }
 
 // writeFile is the default transport: the message as a .eml file in MAIL_DIR.
-func (h *emailHandler) writeFile(job *Job, msg *gomail.Msg) (string, error) {
-	dir := h.deps.Config.MailDir
+func (h *emailHandler) writeFile(job *kinds.Job, msg *gomail.Msg) (string, error) {
+	dir := h.deps.MailDir
+	if dir == "" {
+		return "", kinds.Permanentf("MAIL_DIR is not configured")
+	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return "", fileError("create MAIL_DIR", dir, err)
 	}
@@ -257,14 +265,14 @@ func (h *emailHandler) writeFile(job *Job, msg *gomail.Msg) (string, error) {
 }
 
 func (h *emailHandler) sendSMTP(ctx context.Context, msg *gomail.Msg) error {
-	cfg := h.deps.Config
-	tlsConfig := &tls.Config{ServerName: cfg.SMTPHost, MinVersion: tls.VersionTLS12, RootCAs: h.rootCAs}
+	cfg := h.deps.SMTP
+	tlsConfig := &tls.Config{ServerName: cfg.Host, MinVersion: tls.VersionTLS12, RootCAs: h.rootCAs}
 	opts := []gomail.Option{
-		gomail.WithPort(cfg.SMTPPort),
+		gomail.WithPort(cfg.Port),
 		gomail.WithTimeout(smtpTimeout),
 		gomail.WithTLSConfig(tlsConfig),
 	}
-	switch cfg.SMTPTLS {
+	switch cfg.TLS {
 	case "implicit":
 		opts = append(opts, gomail.WithSSL())
 	case "none":
@@ -274,13 +282,13 @@ func (h *emailHandler) sendSMTP(ctx context.Context, msg *gomail.Msg) error {
 		// STARTTLS is required: a server that does not offer it gets nothing in plain text.
 		opts = append(opts, gomail.WithTLSPolicy(gomail.TLSMandatory))
 	}
-	if cfg.SMTPUsername != "" {
+	if cfg.Username != "" {
 		opts = append(opts, gomail.WithSMTPAuth(gomail.SMTPAuthAutoDiscover),
-			gomail.WithUsername(cfg.SMTPUsername), gomail.WithPassword(cfg.SMTPPassword))
+			gomail.WithUsername(cfg.Username), gomail.WithPassword(cfg.Password))
 	}
-	client, err := gomail.NewClient(cfg.SMTPHost, opts...)
+	client, err := gomail.NewClient(cfg.Host, opts...)
 	if err != nil {
-		return Permanentf("SMTP client: %w", err)
+		return kinds.Permanentf("SMTP client: %w", err)
 	}
 	if err := client.DialAndSendWithContext(ctx, msg); err != nil {
 		return classifySMTPError(err)
@@ -298,12 +306,12 @@ func classifySMTPError(err error) error {
 			return err
 		}
 		if code := sendErr.ErrorCode(); code >= 500 && code < 600 {
-			return Permanent(err)
+			return kinds.Permanent(err)
 		}
 	}
 	var protoErr *textproto.Error
 	if errors.As(err, &protoErr) && protoErr.Code >= 500 && protoErr.Code < 600 {
-		return Permanent(err)
+		return kinds.Permanent(err)
 	}
 	return err
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pgqueue/queue/internal/kinds"
 	"github.com/pgqueue/queue/internal/testutil"
 )
 
@@ -109,9 +110,9 @@ func TestEmailFileTransportWritesMIME(t *testing.T) {
 	b := setup(t, setupOpts{})
 	report := bytes.Repeat([]byte{0, 1, 2, 250, 251, 'x', '\n'}, 3000) // binary, needs base64
 	writeFile(t, b.cfg.FilesRoot, "reports/q1.bin", report)
-	h := &emailHandler{deps: b.deps}
+	h := emailKind(b.deps)
 
-	res, err := run(t, h, ValidateEmail, emailJobData(obj{"filename": "report.bin", "path": "reports/q1.bin"}))
+	res, err := run(t, h, emailJobData(obj{"filename": "report.bin", "path": "reports/q1.bin"}))
 	require.NoError(t, err)
 	r := res.(EmailResult)
 	require.Equal(t, "file", r.Transport)
@@ -156,9 +157,9 @@ func TestEmailFileTransportWritesMIME(t *testing.T) {
 func TestEmailBuiltinTemplatesRender(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{})
-	h := &emailHandler{deps: b.deps}
+	h := emailKind(b.deps)
 	for _, name := range []string{"welcome", "security_alert", "test"} {
-		res, err := run(t, h, ValidateEmail, obj{"to": "x@example.com", "subject": name, "template": name})
+		res, err := run(t, h, obj{"to": "x@example.com", "subject": name, "template": name})
 		require.NoError(t, err, name)
 		raw, err := os.ReadFile(res.(EmailResult).Path)
 		require.NoError(t, err)
@@ -174,9 +175,9 @@ func TestEmailTemplatesDirOverridesBuiltin(t *testing.T) {
 	b := setup(t, setupOpts{})
 	writeFile(t, b.cfg.TemplatesDir, "welcome.html", []byte(`<p>Custom hello {{.name}}</p>`))
 	writeFile(t, b.cfg.TemplatesDir, "invoice.txt", []byte(`Invoice {{.number}}`))
-	h := &emailHandler{deps: b.deps}
+	h := emailKind(b.deps)
 
-	res, err := run(t, h, ValidateEmail, obj{"to": "x@example.com", "subject": "s", "template": "welcome", "variables": obj{"name": "<b>Bo</b>"}})
+	res, err := run(t, h, obj{"to": "x@example.com", "subject": "s", "template": "welcome", "variables": obj{"name": "<b>Bo</b>"}})
 	require.NoError(t, err)
 	raw, err := os.ReadFile(res.(EmailResult).Path)
 	require.NoError(t, err)
@@ -185,7 +186,7 @@ func TestEmailTemplatesDirOverridesBuiltin(t *testing.T) {
 	require.Contains(t, string(partOf(t, parts, "text/plain").body), "Welcome, <b>Bo</b>!", "the part not overridden stays built in")
 
 	// A template only in the folder, with a text part only.
-	res, err = run(t, h, ValidateEmail, obj{"to": "x@example.com", "subject": "s", "template": "invoice", "variables": obj{"number": 12345678901234567}})
+	res, err = run(t, h, obj{"to": "x@example.com", "subject": "s", "template": "invoice", "variables": obj{"number": 12345678901234567}})
 	require.NoError(t, err)
 	raw, err = os.ReadFile(res.(EmailResult).Path)
 	require.NoError(t, err)
@@ -201,7 +202,7 @@ func TestEmailPermanentFailures(t *testing.T) {
 	writeFile(t, outside, "secret.txt", []byte("secret"))
 	require.NoError(t, os.Symlink(filepath.Join(outside, "secret.txt"), filepath.Join(b.cfg.FilesRoot, "link.txt")))
 	writeFile(t, b.cfg.TemplatesDir, "broken.html", []byte(`{{.name`))
-	h := &emailHandler{deps: b.deps}
+	h := emailKind(b.deps)
 
 	cases := map[string]obj{
 		"unknown template":   {"to": "x@example.com", "subject": "s", "template": "nope"},
@@ -211,9 +212,9 @@ func TestEmailPermanentFailures(t *testing.T) {
 		"folder attachment":  emailJobData(obj{"filename": "a", "path": "."}),
 	}
 	for name, data := range cases {
-		_, err := run(t, h, ValidateEmail, data)
+		_, err := run(t, h, data)
 		require.Error(t, err, name)
-		require.True(t, IsPermanent(err), "%s: %v", name, err)
+		require.True(t, kinds.IsPermanent(err), "%s: %v", name, err)
 	}
 	entries, err := os.ReadDir(b.cfg.MailDir)
 	require.NoError(t, err)
@@ -308,9 +309,9 @@ func TestEmailSMTPDeliveryArrivesIntact(t *testing.T) {
 	b := setup(t, setupOpts{env: smtpEnv(sink, "none")})
 	attachment := []byte("col1,col2\n1,2\n")
 	writeFile(t, b.cfg.FilesRoot, "a.csv", attachment)
-	h := &emailHandler{deps: b.deps}
+	h := emailKind(b.deps)
 
-	res, err := run(t, h, ValidateEmail, emailJobData(obj{"filename": "numbers.csv", "path": "a.csv"}))
+	res, err := run(t, h, emailJobData(obj{"filename": "numbers.csv", "path": "a.csv"}))
 	require.NoError(t, err)
 	r := res.(EmailResult)
 	require.Equal(t, "smtp", r.Transport)
@@ -354,9 +355,9 @@ func TestEmailSMTPStartTLS(t *testing.T) {
 	serverTLS, roots := selfSignedTLS(t)
 	sink := startSMTP(t, serverTLS, nil)
 	b := setup(t, setupOpts{env: smtpEnv(sink, "starttls")})
-	h := &emailHandler{deps: b.deps, rootCAs: roots}
+	h := kinds.Define(TypeEmailSend, (&emailHandler{deps: b.deps, rootCAs: roots}).run)
 
-	_, err := run(t, h, ValidateEmail, obj{"to": "bo@example.com", "subject": "Over TLS", "template": "test"})
+	_, err := run(t, h, obj{"to": "bo@example.com", "subject": "Over TLS", "template": "test"})
 	require.NoError(t, err)
 	require.Len(t, sink.received(), 1)
 	require.True(t, sink.tls, "the message travelled over STARTTLS")
@@ -366,9 +367,9 @@ func TestEmailSMTPStartTLSIsRequired(t *testing.T) {
 	t.Parallel()
 	sink := startSMTP(t, nil, nil) // offers no STARTTLS
 	b := setup(t, setupOpts{env: smtpEnv(sink, "starttls")})
-	h := &emailHandler{deps: b.deps}
+	h := emailKind(b.deps)
 
-	_, err := run(t, h, ValidateEmail, obj{"to": "bo@example.com", "subject": "Secret", "template": "test"})
+	_, err := run(t, h, obj{"to": "bo@example.com", "subject": "Secret", "template": "test"})
 	require.ErrorContains(t, err, "STARTTLS")
 	require.Empty(t, sink.received(), "nothing is sent in plain text when STARTTLS is required")
 }
@@ -383,9 +384,9 @@ func TestEmailSMTPErrorsAreClassified(t *testing.T) {
 			t.Parallel()
 			sink := startSMTP(t, nil, &smtp.SMTPError{Code: c.code, EnhancedCode: smtp.EnhancedCode{c.code / 100, 1, 1}, Message: "mailbox says no"})
 			b := setup(t, setupOpts{env: smtpEnv(sink, "none")})
-			_, err := run(t, &emailHandler{deps: b.deps}, ValidateEmail, obj{"to": "bo@example.com", "subject": "s", "template": "test"})
+			_, err := run(t, emailKind(b.deps), obj{"to": "bo@example.com", "subject": "s", "template": "test"})
 			require.Error(t, err)
-			require.Equal(t, c.permanent, IsPermanent(err), "%v", err)
+			require.Equal(t, c.permanent, kinds.IsPermanent(err), "%v", err)
 			require.Contains(t, err.Error(), fmt.Sprint(c.code))
 		})
 	}
@@ -393,7 +394,7 @@ func TestEmailSMTPErrorsAreClassified(t *testing.T) {
 	// Nobody listening: the connection is refused, which may pass.
 	port := strconv.Itoa(testutil.FreePort(t))
 	b := setup(t, setupOpts{env: map[string]string{"SMTP_HOST": "127.0.0.1", "SMTP_PORT": port, "SMTP_TLS": "none"}})
-	_, err := run(t, &emailHandler{deps: b.deps}, ValidateEmail, obj{"to": "bo@example.com", "subject": "s", "template": "test"})
+	_, err := run(t, emailKind(b.deps), obj{"to": "bo@example.com", "subject": "s", "template": "test"})
 	require.Error(t, err)
-	require.False(t, IsPermanent(err), "%v", err)
+	require.False(t, kinds.IsPermanent(err), "%v", err)
 }

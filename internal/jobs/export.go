@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/xuri/excelize/v2"
+
+	"github.com/pgqueue/queue/internal/kinds"
 )
 
 // exportData is DATA_EXPORT's data.
@@ -38,8 +40,9 @@ func (f *exportFilters) source() string {
 	return f.Source
 }
 
-func checkExport(d *exportData) []FieldProblem {
-	var problems []FieldProblem
+// Check holds the columns to the source's allow-list and the time range in order.
+func (d *exportData) Check() []kinds.Problem {
+	var problems []kinds.Problem
 	if d.Filters == nil {
 		return nil
 	}
@@ -50,7 +53,7 @@ func checkExport(d *exportData) []FieldProblem {
 			for j, col := range src.columns {
 				names[j] = col.name
 			}
-			problems = append(problems, FieldProblem{
+			problems = append(problems, kinds.Problem{
 				Field:   fmt.Sprintf("columns[%d]", i),
 				Message: fmt.Sprintf("must be a column of %s: %s", d.Filters.source(), strings.Join(names, ", ")),
 			})
@@ -59,13 +62,10 @@ func checkExport(d *exportData) []FieldProblem {
 	from, errFrom := time.Parse(time.RFC3339, d.Filters.From)
 	to, errTo := time.Parse(time.RFC3339, d.Filters.To)
 	if errFrom == nil && errTo == nil && to.Before(from) {
-		problems = append(problems, FieldProblem{Field: "filters.to", Message: "must not be before filters.from"})
+		problems = append(problems, kinds.Problem{Field: "filters.to", Message: "must not be before filters.from"})
 	}
 	return problems
 }
-
-// ValidateExport checks DATA_EXPORT data.
-var ValidateExport = validatorFor(checkExport)
 
 // ExportResult is DATA_EXPORT's result.
 type ExportResult struct {
@@ -82,13 +82,13 @@ const xlsxMaxRows = 1_048_576 - 1
 
 type exportHandler struct{ deps Deps }
 
-func (h *exportHandler) Handle(ctx context.Context, job *Job) (any, error) {
-	d, problems := parseData(job.Data, checkExport)
-	if problems != nil {
-		return nil, invalidData(problems)
-	}
-	if h.deps.Pool == nil || h.deps.Config == nil {
-		return nil, Permanent(errNotConfigured)
+func exportKind(deps Deps) kinds.Kind {
+	return kinds.Define(TypeDataExport, (&exportHandler{deps: deps}).run)
+}
+
+func (h *exportHandler) run(ctx context.Context, job *kinds.Job, d *exportData) (any, error) {
+	if h.deps.Pool == nil {
+		return nil, kinds.Permanent(errNotConfigured)
 	}
 	srcName := d.Filters.source()
 	src := exportSources[srcName]
@@ -113,10 +113,10 @@ func (h *exportHandler) Handle(ctx context.Context, job *Job) (any, error) {
 		return nil, fmt.Errorf("count rows to export: %w", err)
 	}
 	if d.ExportType == "xlsx" && total > xlsxMaxRows {
-		return nil, Permanentf("%d rows do not fit in an xlsx sheet (at most %d); use csv or json", total, xlsxMaxRows)
+		return nil, kinds.Permanentf("%d rows do not fit in an xlsx sheet (at most %d); use csv or json", total, xlsxMaxRows)
 	}
 
-	root, err := openRoot("EXPORT_DIR", h.deps.Config.ExportDir)
+	root, err := openRoot("EXPORT_DIR", h.deps.ExportDir)
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +142,7 @@ func (h *exportHandler) Handle(ctx context.Context, job *Job) (any, error) {
 	case "json":
 		out = newJSONWriter(counted)
 	default:
-		out, err = newXLSXWriter(counted, h.deps.Config.ExportDir)
+		out, err = newXLSXWriter(counted, h.deps.ExportDir)
 		if err != nil {
 			return nil, fmt.Errorf("start xlsx: %w", err)
 		}
@@ -161,7 +161,7 @@ func (h *exportHandler) Handle(ctx context.Context, job *Job) (any, error) {
 	}
 	job.SetProgress(100)
 	res := ExportResult{
-		Path: filepath.Join(h.deps.Config.ExportDir, name), Rows: rows, Bytes: counted.n,
+		Path: filepath.Join(h.deps.ExportDir, name), Rows: rows, Bytes: counted.n,
 		Format: d.ExportType, Source: srcName, Columns: names,
 	}
 	h.deps.jobLog(job).Info("export written", "path", res.Path, "rows", rows, "bytes", res.Bytes)
@@ -170,7 +170,7 @@ func (h *exportHandler) Handle(ctx context.Context, job *Job) (any, error) {
 
 // streamRows copies the query's rows into out one at a time: memory stays the same
 // whatever the row count. Progress goes up to 99; 100 is set once the file is in place.
-func (h *exportHandler) streamRows(ctx context.Context, job *Job, q exportQuery, cols []exportColumn, names []string, total int64, out rowWriter) (int64, error) {
+func (h *exportHandler) streamRows(ctx context.Context, job *kinds.Job, q exportQuery, cols []exportColumn, names []string, total int64, out rowWriter) (int64, error) {
 	if err := out.header(names); err != nil {
 		return 0, fmt.Errorf("write header: %w", err)
 	}

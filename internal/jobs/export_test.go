@@ -15,8 +15,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 	"github.com/xuri/excelize/v2"
-
-	"github.com/pgqueue/queue/internal/config"
 )
 
 // insertJobs adds n jobs straight into queue.jobs (the engine's enqueue is not what is
@@ -38,7 +36,7 @@ func insertJobs(t *testing.T, pool *pgxpool.Pool, n int, pad int) {
 
 func exportFile(t *testing.T, b *bundle, data obj) (ExportResult, []int) {
 	t.Helper()
-	res, err, progress := runWithProgress(t, &exportHandler{deps: b.deps}, ValidateExport, data)
+	res, err, progress := runWithProgress(t, exportKind(b.deps), data)
 	require.NoError(t, err)
 	r := res.(ExportResult)
 	info, err := os.Stat(r.Path)
@@ -278,12 +276,12 @@ func TestExportMemoryChild(t *testing.T) {
 	pool, err := pgxpool.New(context.Background(), s.DB)
 	require.NoError(t, err)
 	defer pool.Close()
-	h := &exportHandler{deps: Deps{Config: &config.Config{ExportDir: s.Dir}, Pool: pool, Logger: quietLogger()}}
+	h := exportKind(Deps{Settings: Settings{ExportDir: s.Dir}, Pool: pool, Logger: quietLogger()})
 	filters := obj{}
 	if s.Type != "" {
 		filters["type"] = s.Type
 	}
-	res, err := run(t, h, ValidateExport, obj{"exportType": s.Format, "filters": filters})
+	res, err := run(t, h, obj{"exportType": s.Format, "filters": filters})
 	require.NoError(t, err)
 	line, err := json.Marshal(obj{"result": res, "peakRSS": peakRSS(t)})
 	require.NoError(t, err)

@@ -18,6 +18,8 @@ import (
 	"strings"
 
 	"golang.org/x/image/draw"
+
+	"github.com/pgqueue/queue/internal/kinds"
 )
 
 // fileProcessData is FILE_PROCESS's data.
@@ -35,8 +37,8 @@ type fileOptions struct {
 	Format  string `json:"format" validate:"omitempty,oneof=png jpeg gif"`
 }
 
-// checkFileOptions allows each operation only its own options.
-func checkFileOptions(d *fileProcessData) []FieldProblem {
+// Check allows each operation only its own options.
+func (d *fileProcessData) Check() []kinds.Problem {
 	o := d.Options
 	if o == nil {
 		o = &fileOptions{}
@@ -45,27 +47,24 @@ func checkFileOptions(d *fileProcessData) []FieldProblem {
 	allowed := map[string][]string{
 		"resize": {"width", "height"}, "compress": {"quality"}, "convert": {"format"}, "extract_text": nil,
 	}[d.Operation]
-	var problems []FieldProblem
+	var problems []kinds.Problem
 	for _, name := range []string{"width", "height", "quality", "format"} {
 		if given[name] && !strings.Contains(" "+strings.Join(allowed, " ")+" ", " "+name+" ") {
-			problems = append(problems, FieldProblem{Field: "options." + name, Message: "is not an option of " + d.Operation})
+			problems = append(problems, kinds.Problem{Field: "options." + name, Message: "is not an option of " + d.Operation})
 		}
 	}
 	switch d.Operation {
 	case "resize":
 		if o.Width == nil && o.Height == nil {
-			problems = append(problems, FieldProblem{Field: "options", Message: "resize needs width, height or both"})
+			problems = append(problems, kinds.Problem{Field: "options", Message: "resize needs width, height or both"})
 		}
 	case "convert":
 		if o.Format == "" {
-			problems = append(problems, FieldProblem{Field: "options.format", Message: "is required"})
+			problems = append(problems, kinds.Problem{Field: "options.format", Message: "is required"})
 		}
 	}
 	return problems
 }
-
-// ValidateFileProcess checks FILE_PROCESS data.
-var ValidateFileProcess = validatorFor(checkFileOptions)
 
 const (
 	maxInputBytes    = 100 << 20
@@ -88,18 +87,15 @@ type FileResult struct {
 
 type fileHandler struct{ deps Deps }
 
-func (h *fileHandler) Handle(ctx context.Context, job *Job) (any, error) {
-	d, problems := parseData(job.Data, checkFileOptions)
-	if problems != nil {
-		return nil, invalidData(problems)
-	}
-	if h.deps.Config == nil {
-		return nil, Permanent(errNotConfigured)
-	}
+func fileProcessKind(deps Deps) kinds.Kind {
+	return kinds.Define(TypeFileProcess, (&fileHandler{deps: deps}).run)
+}
+
+func (h *fileHandler) run(ctx context.Context, job *kinds.Job, d *fileProcessData) (any, error) {
 	if d.Options == nil {
 		d.Options = &fileOptions{}
 	}
-	root, err := openRoot("FILES_ROOT", h.deps.Config.FilesRoot)
+	root, err := openRoot("FILES_ROOT", h.deps.FilesRoot)
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +151,7 @@ func (p *fileJob) write(ext string, fill func(w io.Writer) error) error {
 	defer out.Abort()
 	counted := &countingWriter{w: out}
 	if err := fill(counted); err != nil {
-		if IsPermanent(err) {
+		if kinds.IsPermanent(err) {
 			return err
 		}
 		return fileError("write", name, err)
@@ -172,17 +168,17 @@ func (p *fileJob) write(ext string, fill func(w io.Writer) error) error {
 func (p *fileJob) decodeImage() (image.Image, string, error) {
 	cfg, format, err := image.DecodeConfig(p.in)
 	if err != nil {
-		return nil, "", Permanentf("%s is not a PNG, JPEG or GIF image: %w", p.name, err)
+		return nil, "", kinds.Permanentf("%s is not a PNG, JPEG or GIF image: %w", p.name, err)
 	}
 	if int64(cfg.Width)*int64(cfg.Height) > maxImagePixels {
-		return nil, "", Permanentf("%s is %dx%d, more than %d pixels", p.name, cfg.Width, cfg.Height, maxImagePixels)
+		return nil, "", kinds.Permanentf("%s is %dx%d, more than %d pixels", p.name, cfg.Width, cfg.Height, maxImagePixels)
 	}
 	if _, err := p.in.Seek(0, io.SeekStart); err != nil {
 		return nil, "", fileError("seek", p.name, err)
 	}
 	img, format, err := image.Decode(p.in)
 	if err != nil {
-		return nil, "", Permanentf("decode %s: %w", p.name, err)
+		return nil, "", kinds.Permanentf("decode %s: %w", p.name, err)
 	}
 	return img, format, nil
 }
@@ -195,7 +191,7 @@ func (p *fileJob) resize(o *fileOptions) error {
 	b := img.Bounds()
 	w, h := fitSize(b.Dx(), b.Dy(), o.Width, o.Height)
 	if int64(w)*int64(h) > maxImagePixels {
-		return Permanentf("%dx%d is more than %d pixels", w, h, maxImagePixels)
+		return kinds.Permanentf("%dx%d is more than %d pixels", w, h, maxImagePixels)
 	}
 	dst := image.NewRGBA(image.Rect(0, 0, w, h))
 	draw.CatmullRom.Scale(dst, dst.Bounds(), img, b, draw.Src, nil)
@@ -308,7 +304,7 @@ func (p *fileJob) extractText(ctx context.Context) error {
 	case ".html", ".htm", ".xhtml":
 		kind = "html"
 	case ".pdf":
-		return Permanent(errPDFUnsupported)
+		return kinds.Permanent(errPDFUnsupported)
 	default:
 		head := make([]byte, 512)
 		n, err := io.ReadFull(p.in, head)
@@ -324,9 +320,9 @@ func (p *fileJob) extractText(ctx context.Context) error {
 		case strings.HasPrefix(ct, "text/plain"):
 			kind = "plain"
 		case ct == "application/pdf":
-			return Permanent(errPDFUnsupported)
+			return kinds.Permanent(errPDFUnsupported)
 		default:
-			return Permanentf("extract_text supports plain text, Markdown and HTML; %s is %s", p.name, ct)
+			return kinds.Permanentf("extract_text supports plain text, Markdown and HTML; %s is %s", p.name, ct)
 		}
 	}
 	p.res.Format = "text"

@@ -3,6 +3,7 @@ package jobs
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/binary"
 	"hash/crc32"
 	"image"
@@ -16,6 +17,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/pgqueue/queue/internal/kinds"
 )
 
 // testImage is a w×h picture with gradients and some noise (so JPEG quality matters).
@@ -47,7 +50,7 @@ func encodeJPEG(t *testing.T, img image.Image, quality int) []byte {
 
 func processFile(t *testing.T, b *bundle, data obj) (FileResult, []byte) {
 	t.Helper()
-	res, err := run(t, &fileHandler{deps: b.deps}, ValidateFileProcess, data)
+	res, err := run(t, fileProcessKind(b.deps), data)
 	require.NoError(t, err)
 	r := res.(FileResult)
 	require.Equal(t, "processed", filepath.Dir(r.OutputPath))
@@ -202,7 +205,7 @@ func pngHeaderOnly(w, h uint32) []byte {
 func TestFileRefusals(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{})
-	h := &fileHandler{deps: b.deps}
+	h := fileProcessKind(b.deps)
 	outside := t.TempDir()
 	writeFile(t, outside, "secret.txt", []byte("secret"))
 	require.NoError(t, os.Symlink(filepath.Join(outside, "secret.txt"), filepath.Join(b.cfg.FilesRoot, "escape.txt")))
@@ -216,9 +219,16 @@ func TestFileRefusals(t *testing.T) {
 	require.NoError(t, big.Truncate(100<<20+1)) // sparse: no disk used
 	require.NoError(t, big.Close())
 
-	// Refused at submission: the validator sees them.
+	// Refused at submission: the kind's check sees them; and a job that skipped the
+	// check (enqueued in SQL) fails permanently before its handler runs.
 	for _, p := range []string{"../secret.txt", "/etc/passwd", "a/../../b"} {
-		require.NotEmpty(t, ValidateFileProcess([]byte(`{"filePath":"`+p+`","operation":"extract_text"}`)), p)
+		raw := []byte(`{"filePath":"` + p + `","operation":"extract_text"}`)
+		problems := h.Check(raw)
+		require.Len(t, problems, 1, p)
+		require.Equal(t, "filePath", problems[0].Field, p)
+		_, err := h.Run(context.Background(), kinds.NewJob("job-"+randomHex(4), TypeFileProcess, "default", 1, 3, nil), raw)
+		require.ErrorContains(t, err, "invalid data: filePath:", p)
+		require.True(t, kinds.IsPermanent(err), p)
 	}
 	// Refused when the job runs, permanently.
 	for _, c := range []obj{
@@ -232,14 +242,14 @@ func TestFileRefusals(t *testing.T) {
 		{"filePath": "notimage.png", "operation": "convert", "options": obj{"format": "gif"}},
 		{"filePath": ".", "operation": "compress"},
 	} {
-		_, err := run(t, h, ValidateFileProcess, c)
+		_, err := run(t, h, c)
 		require.Error(t, err, "%v", c)
-		require.True(t, IsPermanent(err), "%v: %v", c, err)
+		require.True(t, kinds.IsPermanent(err), "%v: %v", c, err)
 	}
 	// The processed folder replaced by a symlink out of the root: no output lands outside.
 	writeFile(t, b.cfg.FilesRoot, "ok.txt", []byte("hello"))
 	require.NoError(t, os.Symlink(outside, filepath.Join(b.cfg.FilesRoot, "processed")))
-	_, err = run(t, h, ValidateFileProcess, obj{"filePath": "ok.txt", "operation": "compress"})
+	_, err = run(t, h, obj{"filePath": "ok.txt", "operation": "compress"})
 	require.Error(t, err)
 	entries, err := os.ReadDir(outside)
 	require.NoError(t, err)

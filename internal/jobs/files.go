@@ -9,6 +9,8 @@ import (
 	"os"
 	"strings"
 	"syscall"
+
+	"github.com/pgqueue/queue/internal/kinds"
 )
 
 // Every file a handler touches is opened through an os.Root on its configured folder, so
@@ -24,13 +26,13 @@ func fileError(op, name string, err error) error {
 			return wrapped
 		}
 	}
-	return Permanent(wrapped)
+	return kinds.Permanent(wrapped)
 }
 
 // openRoot opens a configured folder as a root.
 func openRoot(what, dir string) (*os.Root, error) {
 	if dir == "" {
-		return nil, Permanentf("%s is not configured", what)
+		return nil, kinds.Permanentf("%s is not configured", what)
 	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
@@ -54,11 +56,11 @@ func openRegular(root *os.Root, name string, maxSize int64) (*os.File, fs.FileIn
 	}
 	if !info.Mode().IsRegular() {
 		f.Close()
-		return nil, nil, Permanentf("%s is not a regular file", name)
+		return nil, nil, kinds.Permanentf("%s is not a regular file", name)
 	}
 	if maxSize > 0 && info.Size() > maxSize {
 		f.Close()
-		return nil, nil, Permanentf("%s is %d bytes, more than the limit of %d", name, info.Size(), maxSize)
+		return nil, nil, kinds.Permanentf("%s is %d bytes, more than the limit of %d", name, info.Size(), maxSize)
 	}
 	return f, info, nil
 }

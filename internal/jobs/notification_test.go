@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pgqueue/queue/internal/notifications"
 	"github.com/pgqueue/queue/internal/testutil"
 	"github.com/pgqueue/queue/migrations"
 )
@@ -20,15 +21,15 @@ func TestNotificationStoredPublishedListedMarkedRead(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	b := setup(t, setupOpts{db: true})
-	h := &notificationHandler{deps: b.deps}
+	h := notificationKind(b.deps)
 
-	channel := NotificationChannel(b.cfg.RedisPrefix, "user-1")
+	channel := notifications.Channel(b.cfg.RedisPrefix, "user-1")
 	sub := b.redis.Subscribe(ctx, channel)
 	t.Cleanup(func() { _ = sub.Close() })
 	_, err := sub.Receive(ctx) // the subscription is in place before anything is published
 	require.NoError(t, err)
 
-	res, err := run(t, h, ValidateNotification, obj{
+	res, err := run(t, h, obj{
 		"userId": "user-1", "title": "Build finished", "body": "Your build <b>42</b> passed.",
 		"type": "success", "metadata": obj{"build": 42, "big": json.Number("12345678901234567890")},
 	})
@@ -44,7 +45,7 @@ func TestNotificationStoredPublishedListedMarkedRead(t *testing.T) {
 	require.Equal(t, r.NotificationID, published["id"])
 	require.Equal(t, "Build finished", published["title"])
 
-	list, next, err := ListNotifications(ctx, b.pool, "user-1", false, 0, "")
+	list, next, err := notifications.List(ctx, b.pool, "user-1", false, 0, "")
 	require.NoError(t, err)
 	require.Empty(t, next)
 	require.Len(t, list, 1)
@@ -55,7 +56,7 @@ func TestNotificationStoredPublishedListedMarkedRead(t *testing.T) {
 	require.Contains(t, string(n.Metadata), "12345678901234567890", "metadata keeps its numbers exactly")
 	require.Nil(t, n.ReadAt)
 
-	// The JSON is exactly API.md's.
+	// The JSON is exactly the API's notification object.
 	b1, err := json.Marshal(n)
 	require.NoError(t, err)
 	var shape map[string]json.RawMessage
@@ -68,19 +69,19 @@ func TestNotificationStoredPublishedListedMarkedRead(t *testing.T) {
 	require.Regexp(t, regexp.MustCompile(`^"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"$`), string(shape["createdAt"]))
 	require.Equal(t, "null", string(shape["readAt"]))
 
-	read, err := MarkNotificationRead(ctx, b.pool, n.ID)
+	read, err := notifications.MarkRead(ctx, b.pool, n.ID)
 	require.NoError(t, err)
 	require.NotNil(t, read.ReadAt)
-	again, err := MarkNotificationRead(ctx, b.pool, n.ID)
+	again, err := notifications.MarkRead(ctx, b.pool, n.ID)
 	require.NoError(t, err)
 	require.Equal(t, read.ReadAt.Time, again.ReadAt.Time, "reading again keeps the first read time")
-	unread, _, err := ListNotifications(ctx, b.pool, "user-1", true, 0, "")
+	unread, _, err := notifications.List(ctx, b.pool, "user-1", true, 0, "")
 	require.NoError(t, err)
 	require.Empty(t, unread)
 
 	for _, id := range []string{"999999", "abc", "-1", ""} {
-		_, err = MarkNotificationRead(ctx, b.pool, id)
-		require.ErrorIs(t, err, ErrNotFound, id)
+		_, err = notifications.MarkRead(ctx, b.pool, id)
+		require.ErrorIs(t, err, notifications.ErrNotFound, id)
 	}
 }
 
@@ -88,18 +89,18 @@ func TestNotificationListPagesNewestFirst(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	b := setup(t, setupOpts{db: true})
-	h := &notificationHandler{deps: b.deps}
+	h := notificationKind(b.deps)
 	for i := range 7 {
-		_, err := run(t, h, ValidateNotification, obj{"userId": "u", "title": fmt.Sprint("n", i), "body": "b"})
+		_, err := run(t, h, obj{"userId": "u", "title": fmt.Sprint("n", i), "body": "b"})
 		require.NoError(t, err)
 	}
-	_, err := run(t, h, ValidateNotification, obj{"userId": "someone-else", "title": "x", "body": "b"})
+	_, err := run(t, h, obj{"userId": "someone-else", "title": "x", "body": "b"})
 	require.NoError(t, err)
 	// Same created_at for several rows: the id breaks the tie, so pages neither skip
 	// nor repeat.
 	_, err = b.pool.Exec(ctx, `UPDATE queue.notifications SET created_at = '2000-01-01T00:00:00Z' WHERE title IN ('n2', 'n3', 'n4')`)
 	require.NoError(t, err)
-	first, err := MarkNotificationRead(ctx, b.pool, mustNotificationID(t, b, "n5"))
+	first, err := notifications.MarkRead(ctx, b.pool, mustNotificationID(t, b, "n5"))
 	require.NoError(t, err)
 	require.NotNil(t, first.ReadAt)
 
@@ -107,7 +108,7 @@ func TestNotificationListPagesNewestFirst(t *testing.T) {
 	cursor := ""
 	for pages := 0; ; pages++ {
 		require.Less(t, pages, 10)
-		page, next, err := ListNotifications(ctx, b.pool, "u", false, 3, cursor)
+		page, next, err := notifications.List(ctx, b.pool, "u", false, 3, cursor)
 		require.NoError(t, err)
 		require.LessOrEqual(t, len(page), 3)
 		for _, n := range page {
@@ -120,12 +121,12 @@ func TestNotificationListPagesNewestFirst(t *testing.T) {
 	}
 	require.Equal(t, []string{"n6", "n5", "n1", "n0", "n4", "n3", "n2"}, titles)
 
-	unread, _, err := ListNotifications(ctx, b.pool, "u", true, 100, "")
+	unread, _, err := notifications.List(ctx, b.pool, "u", true, 100, "")
 	require.NoError(t, err)
 	require.Len(t, unread, 6)
 
-	_, _, err = ListNotifications(ctx, b.pool, "u", false, 3, "not-a-cursor")
-	require.ErrorIs(t, err, ErrInvalidCursor)
+	_, _, err = notifications.List(ctx, b.pool, "u", false, 3, "not-a-cursor")
+	require.ErrorIs(t, err, notifications.ErrInvalidCursor)
 }
 
 func mustNotificationID(t *testing.T, b *bundle, title string) string {
@@ -142,12 +143,12 @@ func TestNotificationRedisDownStillStores(t *testing.T) {
 	deadRedis := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: 200 * time.Millisecond, MaxRetries: -1})
 	t.Cleanup(func() { _ = deadRedis.Close() })
 	b.deps.Redis = deadRedis
-	h := &notificationHandler{deps: b.deps}
+	h := notificationKind(b.deps)
 
-	res, err := run(t, h, ValidateNotification, obj{"userId": "u", "title": "t", "body": "b"})
+	res, err := run(t, h, obj{"userId": "u", "title": "t", "body": "b"})
 	require.NoError(t, err, "a Redis failure does not fail the job")
 	require.False(t, res.(NotificationResult).Published)
-	list, _, err := ListNotifications(ctx, b.pool, "u", false, 10, "")
+	list, _, err := notifications.List(ctx, b.pool, "u", false, 10, "")
 	require.NoError(t, err)
 	require.Len(t, list, 1)
 	require.Equal(t, "info", list[0].Type, "type defaults to info")

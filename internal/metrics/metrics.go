@@ -26,7 +26,7 @@ const (
 	scrapeDeadline = 5 * time.Second
 )
 
-// Jobs counts what happens to jobs in this process. It implements worker.Observer.
+// Jobs counts what happens to jobs in this process.
 type Jobs struct {
 	enqueued  *prometheus.CounterVec
 	completed *prometheus.CounterVec
@@ -62,32 +62,26 @@ func NewJobs(reg prometheus.Registerer) *Jobs {
 // Enqueued counts n new jobs of a type (queue.ClientConfig.OnEnqueued).
 func (m *Jobs) Enqueued(jobType string, n int) { m.enqueued.WithLabelValues(jobType).Add(float64(n)) }
 
-// JobStarted is part of worker.Observer.
-func (m *Jobs) JobStarted(*queue.Job) {}
-
-// JobProgress is part of worker.Observer.
-func (m *Jobs) JobProgress(*queue.Job, int) {}
-
-// JobFinished counts the outcome and its run time.
-func (m *Jobs) JobFinished(j *queue.Job, state string, _ []byte, _ string, took time.Duration) {
-	outcome := state
-	switch state {
-	case queue.StateCompleted:
-		m.completed.WithLabelValues(j.Type).Inc()
-	case queue.StateFailed:
-		m.failed.WithLabelValues(j.Type).Inc()
-	case queue.StateWaiting, queue.StateDelayed:
-		outcome = "retried"
-		m.retried.WithLabelValues(j.Type).Inc()
+// Observe counts a worker's events (it is a worker.Observer): outcomes with their run
+// time, and rescues. Starts, progress, promotions and hand-backs are not counted.
+func (m *Jobs) Observe(e queue.Event) {
+	switch e.Kind {
+	case queue.EventFinished:
+		outcome := e.State
+		switch e.State {
+		case queue.StateCompleted:
+			m.completed.WithLabelValues(e.Job.Type).Inc()
+		case queue.StateFailed:
+			m.failed.WithLabelValues(e.Job.Type).Inc()
+		case queue.StateWaiting, queue.StateDelayed:
+			outcome = "retried"
+			m.retried.WithLabelValues(e.Job.Type).Inc()
+		}
+		m.duration.WithLabelValues(e.Job.Type, outcome).Observe(e.Took.Seconds())
+	case queue.EventRescued:
+		m.rescued.WithLabelValues(e.Job.Type).Inc()
 	}
-	m.duration.WithLabelValues(j.Type, outcome).Observe(took.Seconds())
 }
-
-// JobEntered is part of worker.Observer; promotions and hand-backs are not counted.
-func (m *Jobs) JobEntered(_, _, _ string) {}
-
-// JobRescued counts a rescue.
-func (m *Jobs) JobRescued(j *queue.Job) { m.rescued.WithLabelValues(j.Type).Inc() }
 
 // depth reports the jobs in each state when scraped, from the counts table (a sum of a
 // few rows, cheap at any table size).
@@ -114,10 +108,7 @@ func (d *depth) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.NewInvalidMetric(d.desc, err)
 		return
 	}
-	for state, n := range map[string]int64{
-		queue.StateWaiting: s.Waiting, queue.StateActive: s.Active, queue.StateCompleted: s.Completed,
-		queue.StateFailed: s.Failed, queue.StateDelayed: s.Delayed, queue.StateCancelled: s.Cancelled,
-	} {
+	for state, n := range s.ByState() {
 		ch <- prometheus.MustNewConstMetric(d.desc, prometheus.GaugeValue, float64(n), state)
 	}
 }

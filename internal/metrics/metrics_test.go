@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/stretchr/testify/require"
 
-	"github.com/pgqueue/queue/internal/jobs"
+	"github.com/pgqueue/queue/internal/kinds"
 	"github.com/pgqueue/queue/internal/metrics"
 	"github.com/pgqueue/queue/internal/queue"
 	"github.com/pgqueue/queue/internal/testutil"
@@ -31,28 +31,26 @@ func TestEveryDocumentedMetricAppears(t *testing.T) {
 	pool := testutil.NewPool(t)
 	reg := prometheus.NewRegistry()
 	m := metrics.NewJobs(reg)
-	client, err := queue.NewClient(ctx, pool, queue.ClientConfig{OnEnqueued: m.Enqueued})
+	client, err := queue.NewClient(pool, queue.ClientConfig{Kinds: testutil.Kinds(nil), OnEnqueued: m.Enqueued})
 	require.NoError(t, err)
 	t.Cleanup(client.Close)
 	metrics.RegisterDepth(reg, client.Stats)
 	metrics.RegisterRedis(reg, func() uint64 { return 0 }, func() uint64 { return 0 })
 
 	// A job claimed by a worker that vanished, for the rescue counter.
-	_, err = client.Enqueue(ctx, pool, queue.NewJob{Type: "CLEANUP", Data: json.RawMessage(`{}`)})
+	_, err = client.Enqueue(ctx, pool, queue.NewJob{Type: testutil.KindName, Data: json.RawMessage(`{}`)})
 	require.NoError(t, err)
-	_, err = client.Claim(ctx, "vanished", []string{"CLEANUP"}, 1, time.Millisecond)
+	claimed, err := queue.NewRunner(pool, "vanished").Claim(ctx, queue.DefaultQueue, []string{testutil.KindName}, 1, time.Millisecond)
 	require.NoError(t, err)
+	require.Len(t, claimed, 1)
 
-	reg2 := jobs.NewRegistry()
-	reg2.Register("CLEANUP", jobs.HandlerFunc(func(ctx context.Context, j *jobs.Job) (any, error) {
-		var d struct{ Fail bool }
-		_ = json.Unmarshal(j.Data, &d)
-		if d.Fail {
-			return nil, errors.New("failing on purpose")
+	reg2 := testutil.Kinds(func(ctx context.Context, j *kinds.Job, d *testutil.Data) (any, error) {
+		if d.Fail != "" {
+			return nil, errors.New(d.Fail)
 		}
 		return nil, nil
-	}), nil)
-	w, err := worker.New(pool, client, reg2, worker.Config{
+	})
+	w, err := worker.New(pool, reg2, worker.Config{
 		PollInterval: 20 * time.Millisecond, RemoveOnComplete: -1, RemoveOnFail: -1, Observer: m,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
@@ -63,8 +61,8 @@ func TestEveryDocumentedMetricAppears(t *testing.T) {
 	t.Cleanup(func() { stop(); <-done })
 
 	_, err = client.EnqueueMany(ctx, pool, []queue.NewJob{
-		{Type: "CLEANUP", Data: json.RawMessage(`{}`)},
-		{Type: "CLEANUP", Data: json.RawMessage(`{"fail":true}`), Options: queue.Options{Attempts: ptr(2), Backoff: &queue.BackoffOption{Type: "fixed", Delay: ptr(int64(0))}}},
+		{Type: testutil.KindName, Data: json.RawMessage(`{}`)},
+		{Type: testutil.KindName, Data: json.RawMessage(`{"fail":"failing on purpose"}`), Options: queue.Options{Attempts: ptr(2), Backoff: &queue.BackoffOption{Type: "fixed", Delay: ptr(int64(0))}}},
 	})
 	require.NoError(t, err)
 
@@ -75,11 +73,11 @@ func TestEveryDocumentedMetricAppears(t *testing.T) {
 	// Every name appears, with the values of what happened (the rescued job completes
 	// after its rescue, so wait for all of it).
 	want := []string{
-		`queue_jobs_completed_total{type="CLEANUP"} 2`, // the plain job and the rescued one
-		`queue_jobs_failed_total{type="CLEANUP"} 1`,
-		`queue_jobs_retried_total{type="CLEANUP"} 1`,
-		`queue_jobs_rescued_total{type="CLEANUP"} 1`,
-		`queue_jobs_enqueued_total{type="CLEANUP"} 3`,
+		`queue_jobs_completed_total{type="TEST_JOB"} 2`, // the plain job and the rescued one
+		`queue_jobs_failed_total{type="TEST_JOB"} 1`,
+		`queue_jobs_retried_total{type="TEST_JOB"} 1`,
+		`queue_jobs_rescued_total{type="TEST_JOB"} 1`,
+		`queue_jobs_enqueued_total{type="TEST_JOB"} 3`,
 		`queue_jobs{state="completed"} 2`,
 	}
 	var body string
@@ -103,4 +101,53 @@ func TestEveryDocumentedMetricAppears(t *testing.T) {
 		}
 		return true
 	}, 20*time.Second, 50*time.Millisecond, "missing metrics or values in:\n%s", body)
+}
+
+// Observe counts outcomes by the state the finish left the job in, and rescues; starts,
+// progress and states entered outside a run are not counted.
+func TestObserveCountsOutcomesAndRescues(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m := metrics.NewJobs(reg)
+	job := &queue.Job{ID: "1", Type: "T", Queue: queue.DefaultQueue}
+	for _, e := range []queue.Event{
+		{Kind: queue.EventStarted, Job: job, State: queue.StateActive},
+		{Kind: queue.EventProgress, Job: job, Progress: 10},
+		{Kind: queue.EventEntered, Job: job, State: queue.StateWaiting},
+		{Kind: queue.EventFinished, Job: job, State: queue.StateCompleted, Took: 2 * time.Millisecond},
+		{Kind: queue.EventFinished, Job: job, State: queue.StateCompleted, Took: time.Millisecond},
+		{Kind: queue.EventFinished, Job: job, State: queue.StateFailed, Took: time.Millisecond},
+		{Kind: queue.EventFinished, Job: job, State: queue.StateWaiting, Took: time.Millisecond},
+		{Kind: queue.EventFinished, Job: job, State: queue.StateDelayed, Took: time.Millisecond},
+		{Kind: queue.EventFinished, Job: job, State: queue.StateCancelled, Took: time.Millisecond},
+		{Kind: queue.EventRescued, Job: &queue.Job{ID: "2", Type: "R", State: queue.StateWaiting}},
+	} {
+		m.Observe(e)
+	}
+	m.Enqueued("T", 4)
+
+	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	t.Cleanup(srv.Close)
+	resp, err := srv.Client().Get(srv.URL)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	body := string(b)
+	for _, want := range []string{
+		`queue_jobs_completed_total{type="T"} 2`,
+		`queue_jobs_failed_total{type="T"} 1`,
+		`queue_jobs_retried_total{type="T"} 2`,
+		`queue_jobs_rescued_total{type="R"} 1`,
+		`queue_jobs_enqueued_total{type="T"} 4`,
+		`queue_job_duration_seconds_count{outcome="completed",type="T"} 2`,
+		`queue_job_duration_seconds_count{outcome="failed",type="T"} 1`,
+		`queue_job_duration_seconds_count{outcome="retried",type="T"} 2`,
+		`queue_job_duration_seconds_count{outcome="cancelled",type="T"} 1`,
+	} {
+		require.Contains(t, body, "\n"+want+"\n", body)
+	}
+	require.NotContains(t, body, `queue_jobs_rescued_total{type="T"}`, "only the rescue counts as one")
+	require.NotContains(t, body, `outcome="active"`)
+	require.NotContains(t, body, `outcome="waiting"`)
 }

@@ -10,14 +10,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
 
-	"github.com/pgqueue/queue/db"
+	"github.com/pgqueue/queue/internal/store"
 )
 
 // The API's admin operations: list, retry, remove, clean.
 
-// List limits of API.md.
+// List limits.
 const (
 	DefaultListLimit = 50
 	MaxListLimit     = 500
@@ -33,6 +32,7 @@ var ErrBadCursor = errors.New("malformed cursor")
 type ListFilter struct {
 	State  string
 	Type   string
+	Queue  string
 	Limit  int    // 1..MaxListLimit; 0 means DefaultListLimit
 	Cursor string // from a previous page's NextCursor
 }
@@ -76,21 +76,24 @@ func (c *Client) List(ctx context.Context, f ListFilter) (Page, error) {
 	if limit < 1 || limit > MaxListLimit {
 		return Page{}, fmt.Errorf("list limit %d outside 1..%d", limit, MaxListLimit)
 	}
-	p := db.JobListParams{Max: int32(limit + 1)} // one more tells whether a next page exists
+	p := store.JobListParams{Max: int32(limit + 1)} // one more tells whether a next page exists
 	if f.State != "" {
 		p.State = &f.State
 	}
 	if f.Type != "" {
 		p.Type = &f.Type
 	}
+	if f.Queue != "" {
+		p.Queue = &f.Queue
+	}
 	if f.Cursor != "" {
 		seq, err := decodeCursor(f.Cursor)
 		if err != nil {
 			return Page{}, err
 		}
-		p.BeforeSeq = pgtype.Int8{Int64: seq, Valid: true}
+		p.BeforeSeq = &seq
 	}
-	rows, err := db.New(c.pool).JobList(ctx, p)
+	rows, err := store.New(c.pool).JobList(ctx, p)
 	if err != nil {
 		return Page{}, fmt.Errorf("list jobs: %w", err)
 	}
@@ -111,9 +114,9 @@ func (c *Client) List(ctx context.Context, f ListFilter) (Page, error) {
 func (c *Client) Retry(ctx context.Context, id string) (Job, error) {
 	// A job that changed state between the update and the read is tried again.
 	for range 3 {
-		r, err := db.New(c.pool).JobRetry(ctx, id)
+		r, err := store.New(c.pool).JobRetry(ctx, id)
 		if err == nil {
-			return jobFromRow(db.QueueJob(r)), nil
+			return jobFromRow(store.QueueJob(r)), nil
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return Job{}, fmt.Errorf("retry job: %w", err)
@@ -136,7 +139,7 @@ func (c *Client) Retry(ctx context.Context, id string) (Job, error) {
 // active, or cancelled with its handler still running. Its audit rows stay.
 func (c *Client) Remove(ctx context.Context, id string) error {
 	for range 3 {
-		_, err := db.New(c.pool).JobRemove(ctx, id)
+		_, err := store.New(c.pool).JobRemove(ctx, id)
 		if err == nil {
 			return nil
 		}
@@ -166,7 +169,7 @@ const (
 	CleanFailed    CleanTarget = "failed"
 )
 
-// Default ages of API.md for clean.
+// Default ages of clean.
 const (
 	DefaultCleanCompletedAge = 24 * time.Hour
 	DefaultCleanFailedAge    = 48 * time.Hour
@@ -203,7 +206,7 @@ func (c *Client) Clean(ctx context.Context, target CleanTarget, olderThan time.D
 	}
 	var total int64
 	for {
-		ids, err := db.New(c.pool).JobCleanFinished(ctx, db.JobCleanFinishedParams{
+		ids, err := store.New(c.pool).JobCleanFinished(ctx, store.JobCleanFinishedParams{
 			States: states, Now: opts.Now, OlderThanMs: olderThan.Milliseconds(), Max: cleanBatch,
 		})
 		if err != nil {
@@ -230,7 +233,7 @@ type LastEvent struct {
 // LastEvent reads how a job id last changed state, also after the job was removed (the
 // audit trail outlives jobs). ErrNotFound when the id has no audit rows.
 func (c *Client) LastEvent(ctx context.Context, id string) (LastEvent, error) {
-	r, err := db.New(c.pool).JobLastEvent(ctx, id)
+	r, err := store.New(c.pool).JobLastEvent(ctx, id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return LastEvent{}, ErrNotFound
 	}

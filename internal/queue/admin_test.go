@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgqueue/queue/internal/queue"
+	"github.com/pgqueue/queue/internal/testutil"
 )
 
 // enqueueN submits n EMAIL_SEND jobs and returns their ids in submission order.
@@ -28,7 +29,7 @@ func (b *bundle) enqueueN(t *testing.T, n int) []string {
 // claimOne claims the next job for worker w.
 func (b *bundle) claimOne(t *testing.T, w string) queue.Job {
 	t.Helper()
-	jobs, err := b.client.Claim(context.Background(), w, []string{"EMAIL_SEND"}, 1, time.Minute)
+	jobs, err := queue.NewRunner(b.pool, w).Claim(context.Background(), queue.DefaultQueue, []string{testutil.AnyName}, 1, time.Minute)
 	require.NoError(t, err)
 	require.Len(t, jobs, 1)
 	return jobs[0]
@@ -37,13 +38,13 @@ func (b *bundle) claimOne(t *testing.T, w string) queue.Job {
 // finish records one outcome for a claimed job: ok, or a final failure.
 func (b *bundle) finish(t *testing.T, w string, j queue.Job, ok bool) {
 	t.Helper()
-	o := queue.Outcome{Seq: j.Seq, Attempt: j.AttemptsMade, OK: ok, RetryIn: -1}
+	o := queue.Outcome{Claim: queue.Claim{Seq: j.Seq, Token: j.LeaseToken}, Attempt: j.AttemptsMade, OK: ok, RetryIn: -1}
 	if ok {
 		o.Result = []byte(`{"sent":true}`)
 	} else {
 		o.Message = "smtp refused"
 	}
-	_, err := b.client.Finish(context.Background(), w, queue.RetentionDefaults{RemoveOnComplete: -1, RemoveOnFail: -1}, []queue.Outcome{o})
+	_, err := queue.NewRunner(b.pool, w).Finish(context.Background(), queue.RetentionDefaults{RemoveOnComplete: -1, RemoveOnFail: -1}, []queue.Outcome{o})
 	require.NoError(t, err)
 }
 
@@ -95,30 +96,39 @@ func TestListPagesNewestFirstAndIsStableUnderInserts(t *testing.T) {
 	require.Error(t, err)
 }
 
-func TestListFiltersByStateAndType(t *testing.T) {
+func TestListFiltersByStateTypeAndQueue(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
 	b.enqueueN(t, 3)
-	_, err := b.client.Enqueue(ctx, b.pool, queue.NewJob{Type: "CLEANUP", Data: json.RawMessage(`{}`)})
+	other, err := b.client.Enqueue(ctx, b.pool, queue.NewJob{Type: testutil.KindName, Data: json.RawMessage(`{}`),
+		Options: queue.Options{Queue: ptr("other")}})
 	require.NoError(t, err)
+	require.Equal(t, "other", other.Job.Queue)
 	claimed := b.claimOne(t, "w1")
 
 	active, err := b.client.List(ctx, queue.ListFilter{State: queue.StateActive})
 	require.NoError(t, err)
 	require.Equal(t, []string{claimed.ID}, ids(active.Jobs))
 
-	waiting, err := b.client.List(ctx, queue.ListFilter{State: queue.StateWaiting, Type: "EMAIL_SEND"})
+	waiting, err := b.client.List(ctx, queue.ListFilter{State: queue.StateWaiting, Type: testutil.AnyName})
 	require.NoError(t, err)
 	require.Len(t, waiting.Jobs, 2)
 	for _, j := range waiting.Jobs {
-		require.Equal(t, "EMAIL_SEND", j.Type)
+		require.Equal(t, testutil.AnyName, j.Type)
 		require.Equal(t, queue.StateWaiting, j.State)
 	}
 
-	cleanup, err := b.client.List(ctx, queue.ListFilter{Type: "CLEANUP"})
+	byType, err := b.client.List(ctx, queue.ListFilter{Type: testutil.KindName})
 	require.NoError(t, err)
-	require.Len(t, cleanup.Jobs, 1)
+	require.Equal(t, []string{other.Job.ID}, ids(byType.Jobs))
+
+	byQueue, err := b.client.List(ctx, queue.ListFilter{Queue: "other"})
+	require.NoError(t, err)
+	require.Equal(t, []string{other.Job.ID}, ids(byQueue.Jobs))
+	inDefault, err := b.client.List(ctx, queue.ListFilter{Queue: queue.DefaultQueue})
+	require.NoError(t, err)
+	require.Len(t, inDefault.Jobs, 3)
 }
 
 func TestRetryFailedJob(t *testing.T) {
@@ -284,8 +294,8 @@ func TestLastEventOutlivesTheJob(t *testing.T) {
 	ctx := context.Background()
 	id := b.enqueueN(t, 1)[0]
 	j := b.claimOne(t, "w1")
-	_, err := b.client.Finish(ctx, "w1", queue.RetentionDefaults{RemoveOnComplete: 0, RemoveOnFail: 0},
-		[]queue.Outcome{{Seq: j.Seq, Attempt: 1, OK: true, Result: []byte(`1`)}})
+	_, err := queue.NewRunner(b.pool, "w1").Finish(ctx, queue.RetentionDefaults{RemoveOnComplete: 0, RemoveOnFail: 0},
+		[]queue.Outcome{{Claim: claimOf(j), Attempt: 1, OK: true, Remove: true, Result: []byte(`1`)}})
 	require.NoError(t, err)
 	_, err = b.client.Get(ctx, id)
 	require.True(t, errors.Is(err, queue.ErrNotFound), "removed at once")

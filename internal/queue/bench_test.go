@@ -18,10 +18,10 @@ import (
 func benchSetup(b *testing.B) (*queue.Client, *pgxpool.Pool, queue.NewJob) {
 	u := testutil.NewMigratedDatabase(b)
 	pool := testutil.Pool(b, u)
-	c, err := queue.NewClient(context.Background(), pool, queue.ClientConfig{})
+	c, err := queue.NewClient(pool, queue.ClientConfig{Kinds: testutil.Kinds(testutil.Noop)})
 	require.NoError(b, err)
 	b.Cleanup(c.Close)
-	return c, pool, queue.NewJob{Type: "CLEANUP", Data: json.RawMessage(`{}`)}
+	return c, pool, queue.NewJob{Type: testutil.AnyName, Data: json.RawMessage(`{}`)}
 }
 
 func BenchmarkEnqueueOne(b *testing.B) {
@@ -37,13 +37,14 @@ func BenchmarkEnqueueOne(b *testing.B) {
 func BenchmarkClaimOne(b *testing.B) {
 	ctx := context.Background()
 	c, pool, job := benchSetup(b)
+	runner := queue.NewRunner(pool, "w")
 	for b.Loop() {
 		b.StopTimer()
 		if _, err := c.Enqueue(ctx, pool, job); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		got, err := c.Claim(ctx, "w", []string{"CLEANUP"}, 100, time.Minute)
+		got, err := runner.Claim(ctx, queue.DefaultQueue, []string{testutil.AnyName}, 100, time.Minute)
 		if err != nil || len(got) != 1 {
 			b.Fatal(len(got), err)
 		}

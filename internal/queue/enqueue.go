@@ -4,24 +4,30 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/pgqueue/queue/db"
+	"github.com/pgqueue/queue/internal/kinds"
+	"github.com/pgqueue/queue/internal/store"
 )
 
-// NotifyChannel is the LISTEN/NOTIFY channel that announces new runnable jobs.
+// NotifyChannel is the LISTEN/NOTIFY channel that announces new runnable jobs; the
+// payload names the queue (an empty payload wakes every queue).
 const NotifyChannel = "queue_jobs"
 
 // MaxBulk is the most jobs one EnqueueMany call takes.
 const MaxBulk = 1000
 
-// ClientConfig holds the defaults a client fixes on the jobs it submits.
+// DBTX is what statements run on: a pool, a connection, or a caller's transaction.
+type DBTX = store.DBTX
+
+// ClientConfig holds what a client checks submissions against and the defaults it fixes
+// on the jobs it submits.
 type ClientConfig struct {
+	// Kinds are the job types a submission may name, with their data rules. Required.
+	Kinds *kinds.Registry
 	// RemoveOnComplete and RemoveOnFail are written into jobs that do not say; nil leaves
 	// the choice to the worker that finishes the job.
 	RemoveOnComplete *int
@@ -30,31 +36,27 @@ type ClientConfig struct {
 	OnEnqueued func(jobType string, n int)
 }
 
-// Client enqueues jobs and performs the job operations of the API. It is safe for
+// Client enqueues jobs and performs the operations of the API on them. It is safe for
 // concurrent use.
 type Client struct {
 	pool   *pgxpool.Pool
 	cfg    ClientConfig
-	types  []string
 	notify *notifier
 }
 
-// NewClient loads the known job types from the database (queue.job_types()).
-func NewClient(ctx context.Context, pool *pgxpool.Pool, cfg ClientConfig) (*Client, error) {
-	types, err := db.New(pool).JobTypes(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("load job types: %w", err)
+// NewClient returns a client; Close stops its background notifier.
+func NewClient(pool *pgxpool.Pool, cfg ClientConfig) (*Client, error) {
+	if cfg.Kinds == nil {
+		return nil, errors.New("queue: ClientConfig.Kinds is required")
 	}
-	c := &Client{pool: pool, cfg: cfg, types: types}
-	c.notify = newNotifier(pool)
-	return c, nil
+	return &Client{pool: pool, cfg: cfg, notify: newNotifier(pool)}, nil
 }
 
 // Close stops the client's background notifier.
 func (c *Client) Close() { c.notify.close() }
 
-// KnownType reports whether the database accepts jobs of this type.
-func (c *Client) KnownType(t string) bool { return slices.Contains(c.types, t) }
+// Kinds are the job types this client accepts.
+func (c *Client) Kinds() *kinds.Registry { return c.cfg.Kinds }
 
 // Enqueued is the outcome of one enqueue: the job, and whether this call created it
 // (false when options.jobId named an existing job).
@@ -65,7 +67,7 @@ type Enqueued struct {
 
 // Enqueue inserts one job through tx: a caller's pgx.Tx (the job exists if and only if
 // that transaction commits), or a pool or connection.
-func (c *Client) Enqueue(ctx context.Context, tx db.DBTX, job NewJob) (Enqueued, error) {
+func (c *Client) Enqueue(ctx context.Context, tx DBTX, job NewJob) (Enqueued, error) {
 	out, err := c.EnqueueMany(ctx, tx, []NewJob{job})
 	if err != nil {
 		var v *ValidationError
@@ -89,7 +91,7 @@ func trimIndex(field string) string {
 
 // EnqueueMany inserts up to MaxBulk jobs in one statement, all or nothing. Results are in
 // input order. Problems are named "jobs[i].field".
-func (c *Client) EnqueueMany(ctx context.Context, tx db.DBTX, jobs []NewJob) ([]Enqueued, error) {
+func (c *Client) EnqueueMany(ctx context.Context, tx DBTX, jobs []NewJob) ([]Enqueued, error) {
 	if err := c.validate(jobs); err != nil {
 		return nil, err
 	}
@@ -100,7 +102,7 @@ func (c *Client) EnqueueMany(ctx context.Context, tx db.DBTX, jobs []NewJob) ([]
 	notify := inTx || c.notify.claimLeadingEdge()
 	rows, err := c.insert(ctx, tx, jobs, notify)
 	if err != nil {
-		return nil, mapInsertError(err)
+		return nil, fmt.Errorf("insert jobs: %w", err)
 	}
 	out := make([]Enqueued, len(jobs))
 	// Rows come back in input order; jobs whose id existed are missing.
@@ -121,11 +123,11 @@ func (c *Client) EnqueueMany(ctx context.Context, tx db.DBTX, jobs []NewJob) ([]
 		return nil, fmt.Errorf("enqueue: insert returned %d rows for %d new jobs", len(rows), next)
 	}
 	if len(existing) > 0 {
-		found, err := db.New(tx).JobGetManyByID(ctx, existing)
+		found, err := store.New(tx).JobGetManyByID(ctx, existing)
 		if err != nil {
 			return nil, fmt.Errorf("read existing jobs: %w", err)
 		}
-		byID := make(map[string]db.QueueJob, len(found))
+		byID := make(map[string]store.QueueJob, len(found))
 		for _, r := range found {
 			byID[r.ID] = r
 		}
@@ -142,7 +144,11 @@ func (c *Client) EnqueueMany(ctx context.Context, tx db.DBTX, jobs []NewJob) ([]
 		}
 	}
 	if !inTx && !notify && next > 0 {
-		c.notify.poke()
+		for _, r := range out {
+			if r.Created && r.Job.State == StateWaiting {
+				c.notify.poke(r.Job.Queue)
+			}
+		}
 	}
 	if c.cfg.OnEnqueued != nil && next > 0 {
 		created := map[string]int{}
@@ -168,25 +174,21 @@ func (c *Client) validate(jobs []NewJob) error {
 	for i := range jobs {
 		prefixes[i] = "jobs[" + strconv.Itoa(i) + "]."
 	}
-	ValidateBatch(jobs, prefixes, nil, c.KnownType, nil, v)
+	c.ValidateBatch(jobs, prefixes, nil, v)
 	return v.Err()
 }
 
-// ValidateBatch checks each job (NewJob.Validate, named after prefixes[i]) and that no
-// jobId repeats within the batch. Jobs marked in skip (already refused) are passed over;
-// extra, when set, adds checks of its own per job (the API's data validators).
-func ValidateBatch(jobs []NewJob, prefixes []string, skip []bool, known func(string) bool,
-	extra func(j *NewJob, prefix string, v *ValidationError), v *ValidationError) {
+// ValidateBatch checks each job (NewJob.Validate against this client's kinds, named
+// after prefixes[i]) and that no jobId repeats within the batch. Jobs marked in skip
+// (already refused) are passed over.
+func (c *Client) ValidateBatch(jobs []NewJob, prefixes []string, skip []bool, v *ValidationError) {
 	seen := make(map[string]int)
 	for i := range jobs {
 		if skip != nil && skip[i] {
 			continue
 		}
 		j, prefix := &jobs[i], prefixes[i]
-		j.Validate(prefix, known, v)
-		if extra != nil {
-			extra(j, prefix, v)
-		}
+		j.Validate(prefix, c.cfg.Kinds, v)
 		if id := j.Options.JobID; id != nil {
 			if first, dup := seen[*id]; dup {
 				v.Add(prefix+"options.jobId", "repeats the jobId of jobs[%d]", first)
@@ -199,8 +201,8 @@ func ValidateBatch(jobs []NewJob, prefixes []string, skip []bool, known func(str
 
 // insert runs the insert statement: the scalar one for a single job, the array one for
 // a batch. Rows come back in input order, without the jobs whose id existed.
-func (c *Client) insert(ctx context.Context, tx db.DBTX, jobs []NewJob, notify bool) ([]db.QueueJob, error) {
-	q := db.New(tx)
+func (c *Client) insert(ctx context.Context, tx DBTX, jobs []NewJob, notify bool) ([]store.QueueJob, error) {
+	q := store.New(tx)
 	p := c.insertParams(jobs)
 	p.Notify = notify
 	if len(jobs) == 1 {
@@ -208,17 +210,17 @@ func (c *Client) insert(ctx context.Context, tx db.DBTX, jobs []NewJob, notify b
 		if p.JobIds[0] != "" {
 			id = &p.JobIds[0]
 		}
-		rows, err := q.JobInsertOne(ctx, db.JobInsertOneParams{
-			JobID: id, Type: p.Types[0], DelayMs: p.DelaysMs[0], Priority: p.Priorities[0],
+		rows, err := q.JobInsertOne(ctx, store.JobInsertOneParams{
+			JobID: id, Type: p.Types[0], Queue: p.Queues[0], DelayMs: p.DelaysMs[0], Priority: p.Priorities[0],
 			Data: p.Data[0], MaxAttempts: p.MaxAttempts[0], BackoffType: p.BackoffTypes[0],
 			BackoffDelayMs: p.BackoffDelaysMs[0], TimeoutMs: nullInt32(p.TimeoutsMs[0], 0),
 			RemoveOnComplete: nullInt32(p.RemoveOnCompletes[0], -2),
 			RemoveOnFail:     nullInt32(p.RemoveOnFails[0], -2),
 			Notify:           notify,
 		})
-		out := make([]db.QueueJob, len(rows))
+		out := make([]store.QueueJob, len(rows))
 		for i, r := range rows {
-			out[i] = db.QueueJob(r)
+			out[i] = store.QueueJob(r)
 		}
 		return out, err
 	}
@@ -229,7 +231,7 @@ func (c *Client) insert(ctx context.Context, tx db.DBTX, jobs []NewJob, notify b
 	// Each row is the next job whose id did not exist; the statement returns only the
 	// columns the database decides, and the rest are what we sent (and the columns'
 	// defaults), as TestBatchInsertReturnsTheStoredJobs checks.
-	out := make([]db.QueueJob, 0, len(rows))
+	out := make([]store.QueueJob, 0, len(rows))
 	for i := range jobs {
 		if len(out) == len(rows) {
 			break
@@ -238,8 +240,8 @@ func (c *Client) insert(ctx context.Context, tx db.DBTX, jobs []NewJob, notify b
 		if p.JobIds[i] != "" && r.ID != p.JobIds[i] {
 			continue // that id existed
 		}
-		out = append(out, db.QueueJob{
-			Seq: r.Seq, ID: r.ID, Type: p.Types[i], State: r.State, Priority: p.Priorities[i],
+		out = append(out, store.QueueJob{
+			Seq: r.Seq, ID: r.ID, Type: p.Types[i], Queue: p.Queues[i], State: r.State, Priority: p.Priorities[i],
 			Data: r.Data, MaxAttempts: p.MaxAttempts[i], BackoffType: p.BackoffTypes[i],
 			BackoffDelayMs: p.BackoffDelaysMs[i], TimeoutMs: nullInt32(p.TimeoutsMs[i], 0),
 			RemoveOnComplete: nullInt32(p.RemoveOnCompletes[i], -2),
@@ -264,10 +266,10 @@ func nullInt32(v, sentinel int32) *int32 {
 	return &v
 }
 
-func (c *Client) insertParams(jobs []NewJob) db.JobInsertManyParams {
+func (c *Client) insertParams(jobs []NewJob) store.JobInsertManyParams {
 	n := len(jobs)
-	p := db.JobInsertManyParams{
-		Types: make([]string, n), Data: make([][]byte, n), Priorities: make([]int32, n),
+	p := store.JobInsertManyParams{
+		Types: make([]string, n), Queues: make([]string, n), Data: make([][]byte, n), Priorities: make([]int32, n),
 		DelaysMs: make([]int64, n), MaxAttempts: make([]int32, n), JobIds: make([]string, n),
 		BackoffTypes: make([]string, n), BackoffDelaysMs: make([]int32, n), TimeoutsMs: make([]int32, n),
 		RemoveOnCompletes: make([]int32, n), RemoveOnFails: make([]int32, n),
@@ -275,6 +277,7 @@ func (c *Client) insertParams(jobs []NewJob) db.JobInsertManyParams {
 	for i, j := range jobs {
 		o := j.Options
 		p.Types[i] = j.Type
+		p.Queues[i] = valueOr(o.Queue, DefaultQueue)
 		p.Data[i] = j.Data
 		p.Priorities[i] = int32(valueOr(o.Priority, DefaultPriority))
 		p.DelaysMs[i] = valueOr(o.Delay, 0)
@@ -306,16 +309,4 @@ func retentionParam(given *Retention, def *int) int32 {
 		return int32(*def)
 	}
 	return -2
-}
-
-// mapInsertError turns a constraint failure (a type removed from queue.job_types() since
-// this client loaded it) into a validation error; other errors pass through.
-func mapInsertError(err error) error {
-	var pg *pgconn.PgError
-	if errors.As(err, &pg) && pg.Code == "23514" && pg.ConstraintName == "jobs_type_known" {
-		v := &ValidationError{}
-		v.Add("type", "unknown job type")
-		return v
-	}
-	return fmt.Errorf("insert jobs: %w", err)
 }

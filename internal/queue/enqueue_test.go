@@ -27,7 +27,7 @@ func setup(t *testing.T) *bundle {
 	t.Helper()
 	u := testutil.NewMigratedDatabase(t)
 	pool := testutil.Pool(t, u)
-	c, err := queue.NewClient(context.Background(), pool, queue.ClientConfig{})
+	c, err := queue.NewClient(pool, queue.ClientConfig{Kinds: testutil.Kinds(testutil.Noop)})
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
 	return &bundle{pool: pool, client: c, url: u}
@@ -74,7 +74,7 @@ func (b *bundle) count(t *testing.T, query string, args ...any) int {
 func ptr[T any](v T) *T { return &v }
 
 func emailJob() queue.NewJob {
-	return queue.NewJob{Type: "EMAIL_SEND", Data: json.RawMessage(`{"to":"a@example.com","subject":"Hi","template":"test"}`)}
+	return queue.NewJob{Type: testutil.AnyName, Data: json.RawMessage(`{"to":"a@example.com","subject":"Hi","template":"test"}`)}
 }
 
 func TestEnqueueInCallerTransaction(t *testing.T) {
@@ -109,11 +109,11 @@ func TestEnqueueInCallerTransaction(t *testing.T) {
 		require.Zero(t, b.count(t, "SELECT count(*) FROM queue.jobs"))
 		require.NoError(t, tx.Commit(ctx))
 
-		require.Equal(t, "", nextNotification(t, conn))
+		require.Equal(t, queue.DefaultQueue, nextNotification(t, conn), "the payload names the queue")
 		job := res.Job
 		require.Equal(t, queue.StateWaiting, job.State)
 		require.Equal(t, 1, b.count(t, "SELECT count(*) FROM queue.jobs WHERE id = $1", job.ID))
-		require.Equal(t, 1, b.count(t, "SELECT count(*) FROM queue.job_events WHERE job_id = $1 AND state = 'waiting' AND type = 'EMAIL_SEND'", job.ID))
+		require.Equal(t, 1, b.count(t, "SELECT count(*) FROM queue.job_events WHERE job_id = $1 AND state = 'waiting' AND type = 'TEST_ANY'", job.ID))
 	})
 
 	t.Run("delayed job is audited as delayed and wakes nobody", func(t *testing.T) {
@@ -139,7 +139,7 @@ func TestEnqueueInCallerTransaction(t *testing.T) {
 		conn := b.listen(t)
 		_, err := b.client.Enqueue(ctx, b.pool, emailJob())
 		require.NoError(t, err)
-		require.Equal(t, "", nextNotification(t, conn))
+		require.Equal(t, queue.DefaultQueue, nextNotification(t, conn))
 	})
 }
 
@@ -154,7 +154,7 @@ func TestSQLEnqueueInCallerTransaction(t *testing.T) {
 		tx, err := b.pool.Begin(ctx)
 		require.NoError(t, err)
 		var id string
-		require.NoError(t, tx.QueryRow(ctx, `SELECT queue.enqueue('CLEANUP', '{"targetType":"temp_files","olderThan":0}')`).Scan(&id))
+		require.NoError(t, tx.QueryRow(ctx, `SELECT queue.enqueue('TEST_ANY', '{"targetType":"temp_files","olderThan":0}')`).Scan(&id))
 		require.NotEmpty(t, id)
 		require.NoError(t, tx.Rollback(ctx))
 		require.Zero(t, b.count(t, "SELECT count(*) FROM queue.jobs"))
@@ -170,11 +170,11 @@ func TestSQLEnqueueInCallerTransaction(t *testing.T) {
 		require.NoError(t, err)
 		var ids [3]string
 		for i := range ids {
-			require.NoError(t, tx.QueryRow(ctx, `SELECT queue.enqueue('CLEANUP', '{}')`).Scan(&ids[i]))
+			require.NoError(t, tx.QueryRow(ctx, `SELECT queue.enqueue('TEST_ANY', '{}')`).Scan(&ids[i]))
 		}
 		require.NoError(t, tx.Commit(ctx))
 		// Three enqueues in one transaction: one notification.
-		require.Equal(t, "", nextNotification(t, conn))
+		require.Equal(t, queue.DefaultQueue, nextNotification(t, conn))
 		b.requireNoNotification(t, conn)
 		for _, id := range ids {
 			require.Equal(t, 1, b.count(t, "SELECT count(*) FROM queue.jobs WHERE id = $1 AND state = 'waiting'", id))
@@ -189,27 +189,30 @@ func TestSQLEnqueueValidatesAndFillsDefaults(t *testing.T) {
 	b := setup(t)
 
 	bad := map[string]string{
-		"unknown type":        `SELECT queue.enqueue('NOPE', '{}')`,
-		"null type":           `SELECT queue.enqueue(NULL, '{}')`,
-		"data not an object":  `SELECT queue.enqueue('CLEANUP', '[]')`,
-		"priority 0":          `SELECT queue.enqueue('CLEANUP', '{}', 0)`,
-		"priority 21":         `SELECT queue.enqueue('CLEANUP', '{}', 21)`,
-		"negative delay":      `SELECT queue.enqueue('CLEANUP', '{}', 5, '-1 second')`,
-		"delay over 365 days": `SELECT queue.enqueue('CLEANUP', '{}', 5, '366 days')`,
-		"attempts 0":          `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 0)`,
-		"attempts 101":        `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 101)`,
-		"job id all digits":   `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 3, '123')`,
-		"job id bad char":     `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 3, 'a/b')`,
-		"job id leading dash": `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 3, '-ab')`,
-		"job id empty":        `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 3, '')`,
-		"job id too long":     `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 3, 'a' || repeat('b', 255))`,
-		"unknown option":      `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 3, NULL, '{"colour": 1}')`,
-		"bad backoff type":    `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 3, NULL, '{"backoff": {"type": "linear"}}')`,
-		"backoff delay range": `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 3, NULL, '{"backoff": {"delay": 86400001}}')`,
-		"timeout 0":           `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 3, NULL, '{"timeout": 0}')`,
-		"timeout fraction":    `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 3, NULL, '{"timeout": 1.5}')`,
-		"retention -2":        `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 3, NULL, '{"removeOnFail": -2}')`,
-		"retention string":    `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 3, NULL, '{"removeOnComplete": "yes"}')`,
+		"type of a bad shape":  `SELECT queue.enqueue('no spaces please', '{}')`,
+		"type too long":        `SELECT queue.enqueue('T' || repeat('x', 128), '{}')`,
+		"queue of a bad shape": `SELECT queue.enqueue('TEST_ANY', '{}', 5, '0', 3, NULL, '{"queue": "Emails"}')`,
+		"queue not a string":   `SELECT queue.enqueue('TEST_ANY', '{}', 5, '0', 3, NULL, '{"queue": 7}')`,
+		"null type":            `SELECT queue.enqueue(NULL, '{}')`,
+		"data not an object":   `SELECT queue.enqueue('TEST_ANY', '[]')`,
+		"priority 0":           `SELECT queue.enqueue('TEST_ANY', '{}', 0)`,
+		"priority 21":          `SELECT queue.enqueue('TEST_ANY', '{}', 21)`,
+		"negative delay":       `SELECT queue.enqueue('TEST_ANY', '{}', 5, '-1 second')`,
+		"delay over 365 days":  `SELECT queue.enqueue('TEST_ANY', '{}', 5, '366 days')`,
+		"attempts 0":           `SELECT queue.enqueue('TEST_ANY', '{}', 5, '0', 0)`,
+		"attempts 101":         `SELECT queue.enqueue('TEST_ANY', '{}', 5, '0', 101)`,
+		"job id all digits":    `SELECT queue.enqueue('TEST_ANY', '{}', 5, '0', 3, '123')`,
+		"job id bad char":      `SELECT queue.enqueue('TEST_ANY', '{}', 5, '0', 3, 'a/b')`,
+		"job id leading dash":  `SELECT queue.enqueue('TEST_ANY', '{}', 5, '0', 3, '-ab')`,
+		"job id empty":         `SELECT queue.enqueue('TEST_ANY', '{}', 5, '0', 3, '')`,
+		"job id too long":      `SELECT queue.enqueue('TEST_ANY', '{}', 5, '0', 3, 'a' || repeat('b', 255))`,
+		"unknown option":       `SELECT queue.enqueue('TEST_ANY', '{}', 5, '0', 3, NULL, '{"colour": 1}')`,
+		"bad backoff type":     `SELECT queue.enqueue('TEST_ANY', '{}', 5, '0', 3, NULL, '{"backoff": {"type": "linear"}}')`,
+		"backoff delay range":  `SELECT queue.enqueue('TEST_ANY', '{}', 5, '0', 3, NULL, '{"backoff": {"delay": 86400001}}')`,
+		"timeout 0":            `SELECT queue.enqueue('TEST_ANY', '{}', 5, '0', 3, NULL, '{"timeout": 0}')`,
+		"timeout fraction":     `SELECT queue.enqueue('TEST_ANY', '{}', 5, '0', 3, NULL, '{"timeout": 1.5}')`,
+		"retention -2":         `SELECT queue.enqueue('TEST_ANY', '{}', 5, '0', 3, NULL, '{"removeOnFail": -2}')`,
+		"retention string":     `SELECT queue.enqueue('TEST_ANY', '{}', 5, '0', 3, NULL, '{"removeOnComplete": "yes"}')`,
 	}
 	for name, stmt := range bad {
 		_, err := b.pool.Exec(ctx, stmt)
@@ -222,7 +225,7 @@ func TestSQLEnqueueValidatesAndFillsDefaults(t *testing.T) {
 	require.Zero(t, b.count(t, "SELECT count(*) FROM queue.jobs"), "no half-written job")
 
 	var id string
-	require.NoError(t, b.pool.QueryRow(ctx, `SELECT queue.enqueue('CLEANUP', '{"targetType":"old_logs"}')`).Scan(&id))
+	require.NoError(t, b.pool.QueryRow(ctx, `SELECT queue.enqueue('TEST_ANY', '{"targetType":"old_logs"}')`).Scan(&id))
 	job, err := b.client.Get(ctx, id)
 	require.NoError(t, err)
 	require.Equal(t, 5, job.Priority)
@@ -237,7 +240,7 @@ func TestSQLEnqueueValidatesAndFillsDefaults(t *testing.T) {
 	require.Empty(t, job.Errors)
 	require.Equal(t, job.CreatedAt, job.RunAt)
 
-	require.NoError(t, b.pool.QueryRow(ctx, `SELECT queue.enqueue('CLEANUP', '{}', 20, '5 seconds', 7, 'custom-1',
+	require.NoError(t, b.pool.QueryRow(ctx, `SELECT queue.enqueue('TEST_ANY', '{}', 20, '5 seconds', 7, 'custom-1',
 		'{"backoff": {"type": "fixed", "delay": 250}, "timeout": 9000, "removeOnComplete": true, "removeOnFail": 4}')`).Scan(&id))
 	require.Equal(t, "custom-1", id)
 	job, err = b.client.Get(ctx, id)
@@ -251,9 +254,9 @@ func TestSQLEnqueueValidatesAndFillsDefaults(t *testing.T) {
 	require.Equal(t, ptr(4), job.RemoveOnFail)
 
 	// An existing id returns that id and inserts nothing.
-	require.NoError(t, b.pool.QueryRow(ctx, `SELECT queue.enqueue('EMAIL_SEND', '{"other": true}', 1, '0', 1, 'custom-1')`).Scan(&id))
+	require.NoError(t, b.pool.QueryRow(ctx, `SELECT queue.enqueue('TEST_ANY', '{"other": true}', 1, '0', 1, 'custom-1')`).Scan(&id))
 	require.Equal(t, "custom-1", id)
-	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM queue.jobs WHERE id = 'custom-1' AND type = 'CLEANUP'"))
+	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM queue.jobs WHERE id = 'custom-1' AND type = 'TEST_ANY'"))
 	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM queue.job_events WHERE job_id = 'custom-1'"))
 }
 
@@ -290,13 +293,13 @@ func TestEnqueueManyKeepsOrderAndIsAllOrNothing(t *testing.T) {
 	ctx := context.Background()
 	b := setup(t)
 
-	existing, err := b.client.Enqueue(ctx, b.pool, queue.NewJob{Type: "CLEANUP", Data: json.RawMessage(`{"n":0}`), Options: queue.Options{JobID: ptr("dup")}})
+	existing, err := b.client.Enqueue(ctx, b.pool, queue.NewJob{Type: testutil.AnyName, Data: json.RawMessage(`{"n":0}`), Options: queue.Options{JobID: ptr("dup")}})
 	require.NoError(t, err)
 	require.True(t, existing.Created)
 
 	var jobs []queue.NewJob
 	for i := range 10 {
-		j := queue.NewJob{Type: "CLEANUP", Data: json.RawMessage(fmt.Sprintf(`{"n":%d}`, i+1))}
+		j := queue.NewJob{Type: testutil.AnyName, Data: json.RawMessage(fmt.Sprintf(`{"n":%d}`, i+1))}
 		switch i {
 		case 3:
 			j.Options.JobID = ptr("dup") // exists: answered with the existing job
@@ -322,7 +325,7 @@ func TestEnqueueManyKeepsOrderAndIsAllOrNothing(t *testing.T) {
 	require.Equal(t, 10, b.count(t, "SELECT count(*) FROM queue.jobs"))
 
 	// One bad job refuses the whole batch, naming its index.
-	jobs = []queue.NewJob{emailJob(), emailJob(), {Type: "CLEANUP", Data: json.RawMessage(`{}`), Options: queue.Options{Priority: ptr(30)}}}
+	jobs = []queue.NewJob{emailJob(), emailJob(), {Type: testutil.AnyName, Data: json.RawMessage(`{}`), Options: queue.Options{Priority: ptr(30)}}}
 	_, err = b.client.EnqueueMany(ctx, b.pool, jobs)
 	var v *queue.ValidationError
 	require.ErrorAs(t, err, &v)
@@ -353,7 +356,7 @@ func TestConcurrentEnqueueOfOneJobID(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			j := queue.NewJob{Type: "CLEANUP", Data: json.RawMessage(fmt.Sprintf(`{"client":%d}`, i)), Options: queue.Options{JobID: ptr("same-id")}}
+			j := queue.NewJob{Type: testutil.AnyName, Data: json.RawMessage(fmt.Sprintf(`{"client":%d}`, i)), Options: queue.Options{JobID: ptr("same-id")}}
 			r, err := b.client.Enqueue(ctx, b.pool, j)
 			errs <- err
 			created <- r.Created
@@ -362,7 +365,7 @@ func TestConcurrentEnqueueOfOneJobID(t *testing.T) {
 			defer wg.Done()
 			<-start
 			var id string
-			errs <- b.pool.QueryRow(ctx, `SELECT queue.enqueue('CLEANUP', '{}', 5, '0', 3, 'same-id')`).Scan(&id)
+			errs <- b.pool.QueryRow(ctx, `SELECT queue.enqueue('TEST_ANY', '{}', 5, '0', 3, 'same-id')`).Scan(&id)
 		}()
 	}
 	close(start)
@@ -401,7 +404,7 @@ func TestSingleAndBatchInsertStoreTheSameJob(t *testing.T) {
 			mk := func(id string) queue.NewJob {
 				o := opts
 				o.JobID = ptr(id)
-				return queue.NewJob{Type: "CLEANUP", Data: json.RawMessage(`{"k":[1,2]}`), Options: o}
+				return queue.NewJob{Type: testutil.AnyName, Data: json.RawMessage(`{"k":[1,2]}`), Options: o}
 			}
 			one, err := b.client.Enqueue(ctx, b.pool, mk("one-"+name[:3]))
 			require.NoError(t, err)
@@ -431,17 +434,17 @@ func TestBatchInsertReturnsTheStoredJobs(t *testing.T) {
 	b := setup(t)
 	ctx := context.Background()
 	r := func(n int) *queue.Retention { v := queue.Retention(n); return &v }
-	_, err := b.client.Enqueue(ctx, b.pool, queue.NewJob{Type: "CLEANUP", Data: json.RawMessage(`{}`),
+	_, err := b.client.Enqueue(ctx, b.pool, queue.NewJob{Type: testutil.AnyName, Data: json.RawMessage(`{}`),
 		Options: queue.Options{JobID: ptr("exists")}})
 	require.NoError(t, err)
 	batch := []queue.NewJob{
-		{Type: "CLEANUP", Data: json.RawMessage(`{"b": 2,  "a": [1, {"z": null}]}`)},
-		{Type: "EMAIL_SEND", Data: json.RawMessage(`{"to":"a@b.c","subject":"s","body":"x"}`), Options: queue.Options{
+		{Type: testutil.AnyName, Data: json.RawMessage(`{"b": 2,  "a": [1, {"z": null}]}`)},
+		{Type: testutil.AnyName, Data: json.RawMessage(`{"to":"a@b.c","subject":"s","body":"x"}`), Options: queue.Options{
 			Priority: ptr(20), Delay: ptr(int64(5000)), Attempts: ptr(9), JobID: ptr("custom-1"),
 			Backoff: &queue.BackoffOption{Type: "fixed", Delay: ptr(int64(10))}, Timeout: ptr(int64(99)),
 			RemoveOnComplete: r(0), RemoveOnFail: r(queue.RetainForever)}},
-		{Type: "CLEANUP", Data: json.RawMessage(`{}`), Options: queue.Options{JobID: ptr("exists")}},
-		{Type: "CACHE_WARM", Data: json.RawMessage(`{"cacheKey":"k"}`), Options: queue.Options{RemoveOnComplete: r(7)}},
+		{Type: testutil.AnyName, Data: json.RawMessage(`{}`), Options: queue.Options{JobID: ptr("exists")}},
+		{Type: testutil.AnyName, Data: json.RawMessage(`{"cacheKey":"k"}`), Options: queue.Options{RemoveOnComplete: r(7)}},
 	}
 	out, err := b.client.EnqueueMany(ctx, b.pool, batch)
 	require.NoError(t, err)

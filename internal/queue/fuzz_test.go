@@ -8,20 +8,23 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/pgqueue/queue/internal/kinds"
 	"github.com/pgqueue/queue/internal/queue"
 	"github.com/pgqueue/queue/internal/testutil"
 )
 
 // FuzzEnqueueArguments: queue.enqueue either inserts a job or raises 22023 naming the
 // problem, never another error and never a half-written job; and it agrees with the Go
-// checks (ValidJobID, Options.Validate) on what is valid.
+// checks (kinds.NamePattern, ValidJobID, Options.Validate) on what is valid.
 func FuzzEnqueueArguments(f *testing.F) {
-	f.Add("CLEANUP", `{}`, 5, int64(0), 3, "job-1", `{}`)
-	f.Add("EMAIL_SEND", `{"to":"a@b.c"}`, 0, int64(-1), 101, "123", `{"timeout":0}`)
+	f.Add(testutil.AnyName, `{}`, 5, int64(0), 3, "job-1", `{}`)
+	f.Add(testutil.AnyName, `{"to":"a@b.c"}`, 0, int64(-1), 101, "123", `{"timeout":0}`)
+	f.Add("bad type", `{}`, 5, int64(0), 3, "", `{"queue":"Emails"}`)
+	f.Add("T9", `{}`, 5, int64(0), 3, "", `{"queue":"emails-2"}`)
 	f.Add("NOPE", `[]`, 21, int64(1), 1, "a/b", `{"backoff":{"type":"linear"}}`)
-	f.Add("CLEANUP", `{"a":1}`, 20, int64(1000), 100, "", `{"removeOnComplete":true,"removeOnFail":-1,"backoff":{"delay":86400000}}`)
-	f.Add("CLEANUP", `{}`, 1, int64(0), 1, "x\x00y", `{"timeout":1.5}`)
-	f.Add("CLEANUP", `null`, 1, int64(0), 1, "ok", `{"colour":1}`)
+	f.Add(testutil.AnyName, `{"a":1}`, 20, int64(1000), 100, "", `{"removeOnComplete":true,"removeOnFail":-1,"backoff":{"delay":86400000}}`)
+	f.Add(testutil.AnyName, `{}`, 1, int64(0), 1, "x\x00y", `{"timeout":1.5}`)
+	f.Add(testutil.AnyName, `null`, 1, int64(0), 1, "ok", `{"colour":1}`)
 	pool := testutil.NewPool(f)
 	ctx := context.Background()
 	f.Fuzz(func(t *testing.T, typ, data string, priority int, delayMs int64, attempts int, jobID, options string) {
@@ -51,6 +54,9 @@ func FuzzEnqueueArguments(f *testing.F) {
 				t.Fatalf("unexpected error %s: %s", pg.Code, pg.Message)
 			}
 			return
+		}
+		if !kinds.NamePattern.MatchString(typ) {
+			t.Fatalf("SQL accepted type %q that the kinds contract refuses", typ)
 		}
 		if jobID != "" && !queue.ValidJobID(jobID) {
 			t.Fatalf("SQL accepted job id %q that Go refuses", jobID)

@@ -1,13 +1,15 @@
 // Package queue is the engine: it enqueues jobs (also inside a caller's transaction),
-// claims, completes, retries, rescues, cancels, pauses and cleans them. It is the only
-// package that changes a job's state; every change also appends to queue.job_events.
+// claims, completes, retries, rescues, cancels, pauses and cleans them, and leads the
+// background maintenance. It is the only package that changes a job's state; every
+// change also appends to queue.job_events. It knows job types only through the kinds
+// contract, never a particular one.
 package queue
 
 import (
 	"encoding/json"
 	"time"
 
-	"github.com/pgqueue/queue/db"
+	"github.com/pgqueue/queue/internal/store"
 )
 
 // Job states, as stored in queue.jobs.state and shown by the API.
@@ -62,6 +64,7 @@ type AttemptError struct {
 type Job struct {
 	ID           string          `json:"id"`
 	Type         string          `json:"type"`
+	Queue        string          `json:"queue"`
 	State        string          `json:"state"`
 	Data         json.RawMessage `json:"data"`
 	Priority     int             `json:"priority"`
@@ -82,6 +85,8 @@ type Job struct {
 	RemoveOnComplete *int          `json:"-"` // nil: the worker's default
 	RemoveOnFail     *int          `json:"-"`
 	LeaseOwner       *string       `json:"-"`
+	// LeaseToken identifies the claim a worker runs the job under (0: not claimed).
+	LeaseToken int64 `json:"-"`
 }
 
 // Backoff says how long to wait before the next attempt.
@@ -99,12 +104,13 @@ func intPtr(p *int32) *int {
 }
 
 // jobFromRow converts a queue.jobs row. Rows from different queries share the model's
-// layout, so callers convert them with db.QueueJob(row) first.
-func jobFromRow(r db.QueueJob) Job {
+// layout, so callers convert them with store.QueueJob(row) first.
+func jobFromRow(r store.QueueJob) Job {
 	j := Job{
 		Seq:              r.Seq,
 		ID:               r.ID,
 		Type:             r.Type,
+		Queue:            r.Queue,
 		State:            r.State,
 		Data:             json.RawMessage(r.Data),
 		Priority:         int(r.Priority),
@@ -124,6 +130,9 @@ func jobFromRow(r db.QueueJob) Job {
 	}
 	if r.Result != nil {
 		j.Result = json.RawMessage(r.Result)
+	}
+	if r.LeaseToken != nil {
+		j.LeaseToken = *r.LeaseToken
 	}
 	if r.TimeoutMs != nil {
 		j.Timeout = time.Duration(*r.TimeoutMs) * time.Millisecond

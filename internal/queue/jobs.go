@@ -7,7 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/pgqueue/queue/db"
+	"github.com/pgqueue/queue/internal/store"
 )
 
 // ErrNotFound means no job has that id.
@@ -15,7 +15,7 @@ var ErrNotFound = errors.New("job not found")
 
 // Get reads one job.
 func (c *Client) Get(ctx context.Context, id string) (Job, error) {
-	r, err := db.New(c.pool).JobGetByID(ctx, id)
+	r, err := store.New(c.pool).JobGetByID(ctx, id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Job{}, ErrNotFound
 	}

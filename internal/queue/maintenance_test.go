@@ -9,15 +9,16 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgqueue/queue/internal/queue"
+	"github.com/pgqueue/queue/internal/testutil"
 )
 
 func (b *bundle) leader(t *testing.T, defaults queue.RetentionDefaults) *queue.Maintenance {
 	t.Helper()
-	m := b.client.NewMaintenance("leader", defaults, time.Hour)
-	lead, err := m.TryLead(context.Background())
+	m := queue.NewMaintenance(b.pool, "leader", queue.MaintenanceConfig{LeaseTTL: time.Hour, Defaults: defaults, EventsRetention: time.Hour})
+	lead, err := m.Lead(context.Background())
 	require.NoError(t, err)
 	require.True(t, lead)
-	t.Cleanup(func() { m.Resign(context.Background(), false) })
+	t.Cleanup(func() { _ = m.Resign(context.Background()) })
 	return m
 }
 
@@ -26,14 +27,15 @@ func (b *bundle) leader(t *testing.T, defaults queue.RetentionDefaults) *queue.M
 func (b *bundle) finishAll(t *testing.T, ok bool) {
 	t.Helper()
 	ctx := context.Background()
+	r := queue.NewRunner(b.pool, "w")
 	for {
-		jobs, err := b.client.Claim(ctx, "w", []string{"CLEANUP"}, 1, time.Minute)
+		jobs, err := r.Claim(ctx, queue.DefaultQueue, []string{testutil.AnyName}, 1, time.Minute)
 		require.NoError(t, err)
 		if len(jobs) == 0 {
 			return
 		}
-		_, err = b.client.Finish(ctx, "w", queue.RetentionDefaults{RemoveOnComplete: 3, RemoveOnFail: -1},
-			[]queue.Outcome{{Seq: jobs[0].Seq, Attempt: 1, OK: ok, Message: "x", RetryIn: -1}})
+		_, err = r.Finish(ctx, queue.RetentionDefaults{RemoveOnComplete: 3, RemoveOnFail: -1},
+			[]queue.Outcome{{Claim: queue.Claim{Seq: jobs[0].Seq, Token: jobs[0].LeaseToken}, Attempt: 1, OK: ok, Message: "x", RetryIn: -1}})
 		require.NoError(t, err)
 	}
 }
@@ -48,7 +50,7 @@ func TestTrimAcrossPasses(t *testing.T) {
 	enqueue := func(n int, keep *queue.Retention) []string {
 		var ids []string
 		for range n {
-			r, err := b.client.Enqueue(ctx, b.pool, queue.NewJob{Type: "CLEANUP", Data: json.RawMessage(`{}`),
+			r, err := b.client.Enqueue(ctx, b.pool, queue.NewJob{Type: testutil.AnyName, Data: json.RawMessage(`{}`),
 				Options: queue.Options{RemoveOnComplete: keep}})
 			require.NoError(t, err)
 			ids = append(ids, r.Job.ID)
@@ -75,7 +77,8 @@ func TestTrimAcrossPasses(t *testing.T) {
 
 	ones := enqueue(2, ptr(queue.Retention(1)))
 	zero := enqueue(1, ptr(queue.Retention(0)))
-	require.Zero(t, b.count(t, "SELECT count(*) FROM queue.jobs WHERE id = ANY($1)", zero), "true removes as it finishes")
+	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM queue.jobs WHERE id = ANY($1)", zero),
+		"true, finished without removal (no snapshot stored), waits for retention")
 	for range 3 {
 		_, err = m.Trim(ctx)
 		require.NoError(t, err)
@@ -85,6 +88,7 @@ func TestTrimAcrossPasses(t *testing.T) {
 	require.Equal(t, 0, b.count(t, "SELECT count(*) FROM queue.jobs WHERE id = $1", ones[0]))
 	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM queue.jobs WHERE id = $1", ones[1]))
 	require.Equal(t, 5, b.count(t, "SELECT count(*) FROM queue.jobs WHERE id = ANY($1)", forever))
+	require.Zero(t, b.count(t, "SELECT count(*) FROM queue.jobs WHERE id = ANY($1)", zero), "retention removed the job kept at finish")
 }
 
 // The leader vacuums the jobs table when dead tuples pile up (autovacuum may be off).
@@ -95,7 +99,7 @@ func TestVacuumWhenDeadTuplesPileUp(t *testing.T) {
 	m := b.leader(t, queue.RetentionDefaults{RemoveOnComplete: -1, RemoveOnFail: -1})
 	var batch []queue.NewJob
 	for range 1000 {
-		batch = append(batch, queue.NewJob{Type: "CLEANUP", Data: json.RawMessage(`{}`)})
+		batch = append(batch, queue.NewJob{Type: testutil.AnyName, Data: json.RawMessage(`{}`)})
 	}
 	for range 7 {
 		_, err := b.client.EnqueueMany(ctx, b.pool, batch)

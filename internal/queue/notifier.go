@@ -3,17 +3,21 @@ package queue
 import (
 	"context"
 	"log/slog"
+	"maps"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/pgqueue/queue/db"
+	"github.com/pgqueue/queue/internal/store"
 )
 
-// notifier sends NotifyChannel after jobs committed outside a caller's transaction.
+// notifier sends NotifyChannel (one per queue) after jobs committed outside a caller's
+// transaction.
 // NOTIFY takes a global lock at commit, so one per insert would serialise every enqueue
-// (LESSONS.md). An enqueue after a quiet spell notifies in its own statement (leading
+// (a known outage pattern of Postgres queues). An enqueue after a quiet spell notifies in its own statement (leading
 // edge), so a lone job is picked up without a separate round trip. Enqueues that follow
 // closely are announced by the background sender instead: at most one NOTIFY in flight
 // and one pending, and at least trailingGap apart, so a sustained stream costs about
@@ -24,6 +28,9 @@ type notifier struct {
 	stop    chan struct{}
 	done    chan struct{}
 	last    atomic.Int64 // unix nanoseconds of the last enqueue through this client
+
+	mu     sync.Mutex
+	queues map[string]struct{} // queues to announce with the next send
 }
 
 // leadingEdgeGap is how quiet the client must have been for an enqueue to notify in its
@@ -47,12 +54,17 @@ func (n *notifier) claimLeadingEdge() bool {
 const notifyTimeout = 5 * time.Second
 
 func newNotifier(pool *pgxpool.Pool) *notifier {
-	n := &notifier{pool: pool, pending: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	n := &notifier{pool: pool, pending: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		queues: map[string]struct{}{}}
 	go n.run()
 	return n
 }
 
-func (n *notifier) poke() {
+// poke asks for a notification of queue.
+func (n *notifier) poke(queue string) {
+	n.mu.Lock()
+	n.queues[queue] = struct{}{}
+	n.mu.Unlock()
 	select {
 	case n.pending <- struct{}{}:
 	default: // one is pending already; it will cover this job too
@@ -64,7 +76,7 @@ func (n *notifier) poke() {
 // short-lived producer do not wait for a poll (each bounded by notifyTimeout).
 func (n *notifier) run() {
 	defer close(n.done)
-	q := db.New(n.pool)
+	q := store.New(n.pool)
 	for {
 		select {
 		case <-n.stop:
@@ -84,11 +96,19 @@ func (n *notifier) run() {
 	}
 }
 
-func (n *notifier) send(q *db.Queries) {
+// send notifies every queue poked since the last send (usually one).
+func (n *notifier) send(q *store.Queries) {
+	n.mu.Lock()
+	queues := slices.Collect(maps.Keys(n.queues))
+	clear(n.queues)
+	n.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), notifyTimeout)
 	defer cancel()
-	if err := q.QueueNotify(ctx); err != nil {
-		slog.Warn("notify workers failed; they will find the job at their next poll", "err", err)
+	for _, name := range queues {
+		if err := q.QueueNotify(ctx, name); err != nil {
+			slog.Warn("notify workers failed; they will find the job at their next poll", "err", err, "queue", name)
+			return
+		}
 	}
 }
 

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/pgqueue/queue/internal/kinds"
 )
 
-// Limits of API.md, shared by the Go enqueue, the API and (in SQL) queue.enqueue.
+// Submission limits, shared by the Go clients, the API and (in SQL) queue.enqueue.
 const (
 	DefaultPriority     = 5
 	MinPriority         = 1
@@ -26,9 +28,11 @@ const (
 
 	RetainForever = -1 // removeOnComplete/removeOnFail: false
 	RemoveAtOnce  = 0  // removeOnComplete/removeOnFail: true
+
+	DefaultQueue = "default"
 )
 
-// Priority names of API.md; the field itself is an integer.
+// Priority names; the field itself is an integer.
 const (
 	PriorityLow    = 1
 	PriorityNormal = 5
@@ -36,13 +40,23 @@ const (
 	PriorityUrgent = 20
 )
 
-var jobIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}$`)
-var allDigits = regexp.MustCompile(`^[0-9]+$`)
+var (
+	jobIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}$`)
+	allDigits    = regexp.MustCompile(`^[0-9]+$`)
+	queuePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+)
 
 // ValidJobID reports whether id may be given as a custom job id.
 func ValidJobID(id string) bool {
 	return jobIDPattern.MatchString(id) && !allDigits.MatchString(id)
 }
+
+// ValidQueueName reports whether name may name a queue: 1..64 characters of
+// [a-z0-9_-], starting with a letter or digit.
+func ValidQueueName(name string) bool { return queuePattern.MatchString(name) }
+
+// QueueNameRule is how a bad queue name is explained.
+const QueueNameRule = "must be 1..64 characters of [a-z0-9_-] starting with a letter or digit"
 
 // Retention is removeOnComplete / removeOnFail: JSON true (0), false (-1) or an integer N
 // (keep the N most recent finished jobs of that state).
@@ -73,8 +87,10 @@ func (r *Retention) UnmarshalJSON(b []byte) error {
 }
 
 // Options are a job's submission options, by their API names. A nil field takes its
-// default.
+// default (the API must tell "not given" from a zero it has to refuse; the public Go
+// client's value options map onto these).
 type Options struct {
+	Queue            *string        `json:"queue,omitempty"`
 	Priority         *int           `json:"priority,omitempty"`
 	Delay            *int64         `json:"delay,omitempty"` // milliseconds
 	Attempts         *int           `json:"attempts,omitempty"`
@@ -146,12 +162,16 @@ func (e *ValidationError) Err() error {
 	return e
 }
 
-// Validate checks the type, data and options of a job (the checks of queue.enqueue),
-// naming fields after prefix ("" or "jobs[3]."). known tells whether a type exists.
-func (j *NewJob) Validate(prefix string, known func(string) bool, v *ValidationError) {
+// Validate checks the type, data and options of a job, naming fields after prefix (""
+// or "jobs[3]."). The type must be one of reg's kinds, and the data must pass that
+// kind's rules.
+func (j *NewJob) Validate(prefix string, reg *kinds.Registry, v *ValidationError) {
+	var kind kinds.Kind
 	if j.Type == "" {
 		v.Add(prefix+"type", "is required")
-	} else if !known(j.Type) {
+	} else if k, ok := reg.Kind(j.Type); ok {
+		kind = k
+	} else {
 		v.Add(prefix+"type", "unknown job type %q", j.Type)
 	}
 	data := bytes.TrimSpace(j.Data)
@@ -162,12 +182,27 @@ func (j *NewJob) Validate(prefix string, known func(string) bool, v *ValidationE
 		v.Add(prefix+"data", "must be an object")
 	case len(data) > MaxDataBytes:
 		v.Add(prefix+"data", "must be at most 256 KiB")
+	case kind != nil:
+		for _, p := range kind.Check(data) {
+			field := prefix + "data"
+			switch {
+			case p.Field == "":
+			case strings.HasPrefix(p.Field, "["):
+				field += p.Field
+			default:
+				field += "." + p.Field
+			}
+			v.Add(field, "%s", p.Message)
+		}
 	}
 	j.Options.Validate(prefix+"options.", v)
 }
 
 // Validate checks every option's range, naming fields after prefix.
 func (o *Options) Validate(prefix string, v *ValidationError) {
+	if o.Queue != nil && !ValidQueueName(*o.Queue) {
+		v.Add(prefix+"queue", QueueNameRule)
+	}
 	if o.Priority != nil && (*o.Priority < MinPriority || *o.Priority > MaxPriority) {
 		v.Add(prefix+"priority", "must be between %d and %d", MinPriority, MaxPriority)
 	}

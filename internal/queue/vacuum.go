@@ -30,7 +30,7 @@ func (m *Maintenance) VacuumIfNeeded(ctx context.Context) ([]string, error) {
 	for _, table := range vacuumTables {
 		var dead, live int64
 		var last time.Time
-		err := m.conn.QueryRow(ctx, `
+		err := m.pool.QueryRow(ctx, `
 			SELECT n_dead_tup, n_live_tup, coalesce(greatest(last_vacuum, last_autovacuum), 'epoch')
 			FROM pg_stat_user_tables WHERE schemaname = 'queue' AND relname = $1`, table).Scan(&dead, &live, &last)
 		if err != nil {
@@ -40,7 +40,7 @@ func (m *Maintenance) VacuumIfNeeded(ctx context.Context) ([]string, error) {
 			continue
 		}
 		// SKIP_LOCKED: never queue behind a lock someone else holds on the table.
-		if _, err := m.conn.Exec(ctx, "VACUUM (SKIP_LOCKED) "+pgx.Identifier{"queue", table}.Sanitize()); err != nil {
+		if _, err := m.pool.Exec(ctx, "VACUUM (SKIP_LOCKED) "+pgx.Identifier{"queue", table}.Sanitize()); err != nil {
 			return done, fmt.Errorf("vacuum queue.%s: %w", table, err)
 		}
 		done = append(done, table)

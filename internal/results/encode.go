@@ -21,6 +21,10 @@ func appendEvent(b []byte, ev *Event) []byte {
 	b = appendString(b, ev.ID)
 	b = append(b, `,"type":`...)
 	b = appendString(b, ev.Type)
+	if ev.Queue != "" {
+		b = append(b, `,"queue":`...)
+		b = appendString(b, ev.Queue)
+	}
 	if ev.State != "" {
 		b = append(b, `,"state":`...)
 		b = appendString(b, ev.State)
@@ -40,6 +44,8 @@ func appendJob(b []byte, j *queue.Job) []byte {
 	b = appendString(b, j.ID)
 	b = append(b, `,"type":`...)
 	b = appendString(b, j.Type)
+	b = append(b, `,"queue":`...)
+	b = appendString(b, j.Queue)
 	b = append(b, `,"state":`...)
 	b = appendString(b, j.State)
 	b = append(b, `,"data":`...)

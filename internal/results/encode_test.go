@@ -26,7 +26,7 @@ func TestEncodersMatchEncodingJSON(t *testing.T) {
 	at := queue.Timestamp{Time: time.Date(2026, 11, 27, 13, 5, 7, 123456789, time.FixedZone("X", 3600))}
 	msg := "boom: \"quoted\" <tag> & \\ \n\t\u00e9\u2028 \xff"
 	full := queue.Job{
-		ID: "order-42.a:b_c", Type: "EMAIL_SEND", State: queue.StateFailed,
+		ID: "order-42.a:b_c", Type: "EMAIL_SEND", Queue: "mail.high-1", State: queue.StateFailed,
 		Data:     json.RawMessage(`{"to": "a@b.c", "n": [1, 2.5, null, true], "s": "<&>"}`),
 		Priority: 20, AttemptsMade: 3, MaxAttempts: 3, Progress: 40,
 		Result: json.RawMessage(`{"ok": false}`), Error: &msg,
@@ -44,7 +44,7 @@ func TestEncodersMatchEncodingJSON(t *testing.T) {
 	}
 	jobs := map[string]queue.Job{
 		"full":    full,
-		"fresh":   {ID: "17", Type: "CLEANUP", State: queue.StateWaiting, Data: json.RawMessage(`{}`), Priority: 5, MaxAttempts: 3, Errors: []queue.AttemptError{}, CreatedAt: at, RunAt: at},
+		"fresh":   {ID: "17", Type: "CLEANUP", Queue: queue.DefaultQueue, State: queue.StateWaiting, Data: json.RawMessage(`{}`), Priority: 5, MaxAttempts: 3, Errors: []queue.AttemptError{}, CreatedAt: at, RunAt: at},
 		"nils":    {ID: "1", Type: "CLEANUP", State: queue.StateActive, CreatedAt: at, RunAt: at},
 		"bad raw": {ID: "2", Type: "CLEANUP", State: queue.StateCompleted, Data: json.RawMessage(`{}`), Result: json.RawMessage(`{not json`), CreatedAt: at, RunAt: at},
 	}
@@ -65,8 +65,10 @@ func TestEncodersMatchEncodingJSON(t *testing.T) {
 
 	p := 55
 	for _, ev := range []Event{
-		JobEvent("order-42", "EMAIL_SEND", queue.StateCompleted),
-		{Event: "progress", ID: "9", Type: "DATA_EXPORT", Progress: &p, At: at},
+		JobEvent(&queue.Job{ID: "order-42", Type: "EMAIL_SEND", Queue: "mail"}, queue.StateCompleted),
+		JobEvent(&queue.Job{ID: "order-43", Type: "EMAIL_SEND"}, queue.StateActive), // no queue: omitted
+		ProgressEvent(&full, 7),
+		{Event: "progress", ID: "9", Type: "DATA_EXPORT", Queue: queue.DefaultQueue, Progress: &p, At: at},
 		{Event: "job", ID: msg, Type: "X", At: at},
 	} {
 		want, err := json.Marshal(ev)
@@ -79,12 +81,14 @@ func TestEncodersMatchEncodingJSON(t *testing.T) {
 }
 
 func TestDecodeEventsTakesArraysAndSingleEvents(t *testing.T) {
-	a, b := JobEvent("1", "CLEANUP", queue.StateActive), JobEvent("2", "CLEANUP", queue.StateCompleted)
+	a := JobEvent(&queue.Job{ID: "1", Type: "CLEANUP", Queue: "q1"}, queue.StateActive)
+	b := JobEvent(&queue.Job{ID: "2", Type: "CLEANUP", Queue: queue.DefaultQueue}, queue.StateCompleted)
 	batch := string(append(appendEvent(append(appendEvent([]byte("["), &a), ','), &b), ']'))
 	got := decodeEvents(batch)
 	require.Len(t, got, 2)
 	require.Equal(t, []string{"1", "2"}, []string{got[0].ID, got[1].ID})
 	require.Equal(t, queue.StateCompleted, got[1].State)
+	require.Equal(t, []string{"q1", queue.DefaultQueue}, []string{got[0].Queue, got[1].Queue})
 
 	one := decodeEvents(string(appendEvent(nil, &a)))
 	require.Len(t, one, 1)

@@ -7,60 +7,43 @@ import (
 )
 
 // WorkerObserver publishes what happens in a worker: an event for every state a job
-// enters there, and a snapshot of each finished job (and of progress) for the API.
+// enters there and for its progress, and a snapshot of each finished job for the API.
 type WorkerObserver struct{ p *Publisher }
 
 // NewWorkerObserver publishes through p.
 func NewWorkerObserver(p *Publisher) *WorkerObserver { return &WorkerObserver{p: p} }
 
-// JobStarted publishes the active state.
-func (o *WorkerObserver) JobStarted(j *queue.Job) {
-	o.p.Publish(JobEvent(j.ID, j.Type, queue.StateActive), nil)
-}
-
-// JobProgress publishes progress and refreshes the snapshot.
-func (o *WorkerObserver) JobProgress(j *queue.Job, progress int) {
-	snap := *j
-	snap.Progress = progress
-	o.p.Publish(ProgressEvent(j.ID, j.Type, progress), &snap)
-}
-
-// JobFinished publishes the state the attempt left the job in, with a snapshot when it
-// is final. A cancelled job's event and snapshot were published by whoever cancelled it.
-func (o *WorkerObserver) JobFinished(j *queue.Job, state string, result []byte, errMsg string, _ time.Duration) {
-	if state == queue.StateCancelled {
-		return
-	}
-	var snap *queue.Job
-	if queue.Finished(state) {
-		s := *j
-		now := queue.Timestamp{Time: time.Now()}
-		s.State, s.FinishedAt, s.LeaseOwner = state, &now, nil
-		if state == queue.StateCompleted {
-			s.Result, s.Progress = result, 100
-		} else {
-			msg := queue.StorableMessage(errMsg)
-			s.Error = &msg
-			s.Errors = append(append([]queue.AttemptError(nil), j.Errors...),
-				queue.AttemptError{Attempt: j.AttemptsMade, Message: msg, At: now.UTC().Format(queue.TimeFormat)})
+// Observe publishes one event of a worker.
+func (o *WorkerObserver) Observe(e queue.Event) {
+	j := e.Job
+	switch e.Kind {
+	case queue.EventStarted:
+		o.p.Publish(JobEvent(j, queue.StateActive), nil)
+	case queue.EventProgress:
+		// No snapshot: the API reads a snapshot only for a job Postgres no longer has, and
+		// a late progress write would overwrite the finished job's.
+		o.p.Publish(ProgressEvent(j, e.Progress), nil)
+	case queue.EventFinished:
+		// A cancelled job's event and snapshot were published by whoever cancelled it.
+		if e.State == queue.StateCancelled {
+			return
 		}
-		snap = &s
+		var snap *queue.Job
+		if queue.Finished(e.State) && !e.Stored {
+			s := queue.FinishedJob(*j, queue.Outcome{OK: e.State == queue.StateCompleted, Result: e.Result,
+				Message: e.Error, RetryIn: -1}, time.Now())
+			snap = &s
+		}
+		o.p.Publish(JobEvent(j, e.State), snap)
+	case queue.EventRescued:
+		// A job the rescue failed gets its snapshot, as any finished job does.
+		var snap *queue.Job
+		if queue.Finished(j.State) {
+			s := *j
+			snap = &s
+		}
+		o.p.Publish(JobEvent(j, j.State), snap)
+	case queue.EventEntered:
+		o.p.Publish(JobEvent(j, e.State), nil)
 	}
-	o.p.Publish(JobEvent(j.ID, j.Type, state), snap)
-}
-
-// JobRescued publishes the state a rescue left a job in; a job it failed also gets its
-// snapshot, as any finished job does.
-func (o *WorkerObserver) JobRescued(j *queue.Job) {
-	var snap *queue.Job
-	if queue.Finished(j.State) {
-		s := *j
-		snap = &s
-	}
-	o.p.Publish(JobEvent(j.ID, j.Type, j.State), snap)
-}
-
-// JobEntered publishes a state a job entered outside a run (promotion, hand-back).
-func (o *WorkerObserver) JobEntered(id, typ, state string) {
-	o.p.Publish(JobEvent(id, typ, state), nil)
 }

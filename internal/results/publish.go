@@ -16,19 +16,20 @@ type Event struct {
 	Event    string          `json:"event"` // "job" or "progress"
 	ID       string          `json:"id"`
 	Type     string          `json:"type"`
+	Queue    string          `json:"queue,omitempty"`
 	State    string          `json:"state,omitempty"`
 	Progress *int            `json:"progress,omitempty"`
 	At       queue.Timestamp `json:"at"`
 }
 
 // JobEvent is the event of a job entering a state.
-func JobEvent(id, typ, state string) Event {
-	return Event{Event: "job", ID: id, Type: typ, State: state, At: queue.Timestamp{Time: time.Now()}}
+func JobEvent(j *queue.Job, state string) Event {
+	return Event{Event: "job", ID: j.ID, Type: j.Type, Queue: j.Queue, State: state, At: queue.Timestamp{Time: time.Now()}}
 }
 
 // ProgressEvent is the event of a job reporting progress.
-func ProgressEvent(id, typ string, progress int) Event {
-	return Event{Event: "progress", ID: id, Type: typ, Progress: &progress, At: queue.Timestamp{Time: time.Now()}}
+func ProgressEvent(j *queue.Job, progress int) Event {
+	return Event{Event: "progress", ID: j.ID, Type: j.Type, Queue: j.Queue, Progress: &progress, At: queue.Timestamp{Time: time.Now()}}
 }
 
 type publication struct {

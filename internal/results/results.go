@@ -6,7 +6,7 @@
 //
 // Keys and channels, all under REDIS_PREFIX (default "queue:"):
 //
-//	{prefix}job:{id}    JSON job object of a finished (or progressing) job, TTL RESULT_TTL
+//	{prefix}job:{id}    JSON job object of a finished job, TTL RESULT_TTL
 //	{prefix}events      channel: every job event, JSON {"event":"job"|"progress",...}
 //	{prefix}stats       JSON of GET /api/queue/stats, TTL STATS_TTL
 package results
@@ -113,4 +113,59 @@ func (s *Store) Forget(ctx context.Context, ids ...string) {
 	if err != nil {
 		s.fail("forget jobs", err)
 	}
+}
+
+// Snapshots is the store as the engine's retention sees it: a job is removed only once
+// its snapshot is here (queue.Snapshots).
+func (s *Store) Snapshots() queue.Snapshots { return snapshots{s} }
+
+type snapshots struct{ s *Store }
+
+// TTL is RESULT_TTL.
+func (v snapshots) TTL() time.Duration { return v.s.ttl }
+
+// Missing asks Redis which of the snapshots exist, one EXISTS per key in one pipeline
+// (keys may live in different Cluster slots).
+func (v snapshots) Missing(ctx context.Context, ids []string) ([]string, error) {
+	cmds := make([]*redis.IntCmd, len(ids))
+	_, err := v.s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			cmds[i] = p.Exists(ctx, v.s.JobKey(id))
+		}
+		return nil
+	})
+	if err != nil {
+		v.s.fail("check snapshots", err)
+		return nil, err
+	}
+	var missing []string
+	for i, c := range cmds {
+		if c.Val() == 0 {
+			missing = append(missing, ids[i])
+		}
+	}
+	return missing, nil
+}
+
+// Store writes the snapshots of finished jobs, each to expire RESULT_TTL after the job
+// finished. It fails when any write fails (Redis down, or full under noeviction).
+func (v snapshots) Store(ctx context.Context, jobs []queue.Job) error {
+	_, err := v.s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i := range jobs {
+			j := &jobs[i]
+			ttl := v.s.ttl
+			if j.FinishedAt != nil {
+				ttl -= time.Since(j.FinishedAt.Time)
+			}
+			if ttl <= 0 {
+				continue
+			}
+			p.Set(ctx, v.s.JobKey(j.ID), appendJob(make([]byte, 0, 512), j), ttl)
+		}
+		return nil
+	})
+	if err != nil {
+		v.s.fail("store snapshots", err)
+	}
+	return err
 }

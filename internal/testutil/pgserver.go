@@ -16,7 +16,7 @@ import (
 	"github.com/pgqueue/queue/migrations"
 )
 
-// PGBinDir holds initdb and pg_ctl on the machines of DESIGN.md.
+// PGBinDir holds initdb and pg_ctl on the development and CI machines.
 const PGBinDir = "/usr/lib/postgresql/15/bin"
 
 // PostgresServer is a private Postgres cluster a test can stop, kill and start again on
@@ -25,12 +25,19 @@ type PostgresServer struct {
 	t    testing.TB
 	Port int
 	dir  string
+	opts []string // extra server settings, name=value
 }
 
 // StartPostgres initialises a cluster in a temporary folder on a free port, starts it,
 // creates a migrated database `queue`, and stops it when the test ends. It skips the
 // test where the server binaries are missing.
 func StartPostgres(t testing.TB) *PostgresServer {
+	t.Helper()
+	return StartPostgresWith(t)
+}
+
+// StartPostgresWith is StartPostgres with extra server settings ("wal_writer_delay=10s").
+func StartPostgresWith(t testing.TB, settings ...string) *PostgresServer {
 	t.Helper()
 	if _, err := os.Stat(filepath.Join(PGBinDir, "initdb")); err != nil {
 		t.Skipf("no Postgres server binaries in %s; this test needs a private cluster it can restart", PGBinDir)
@@ -40,7 +47,7 @@ func StartPostgres(t testing.TB) *PostgresServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &PostgresServer{t: t, Port: port, dir: dir}
+	s := &PostgresServer{t: t, Port: port, dir: dir, opts: settings}
 	t.Cleanup(func() {
 		s.Stop()
 		_ = os.RemoveAll(dir)
@@ -94,6 +101,9 @@ func (s *PostgresServer) URL(database string) string {
 func (s *PostgresServer) Start() {
 	s.t.Helper()
 	opts := "-p " + strconv.Itoa(s.Port) + " -k " + s.dir + " -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+	for _, o := range s.opts {
+		opts += " -c " + o
+	}
 	cmd := s.command("pg_ctl", "-D", filepath.Join(s.dir, "data"), "-l", filepath.Join(s.dir, "log"), "-o", opts, "-w", "-t", "60", "start")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		log, _ := os.ReadFile(filepath.Join(s.dir, "log"))

@@ -47,6 +47,14 @@ var (
 // container started for this test binary.
 func AdminURL(t testing.TB) string {
 	t.Helper()
+	u, err := adminURLOrErr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+func adminURLOrErr() (string, error) {
 	adminOnce.Do(func() {
 		if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
 			adminURL = u
@@ -62,10 +70,7 @@ func AdminURL(t testing.TB) string {
 		}
 		adminURL, adminErr = c.ConnectionString(ctx, "sslmode=disable")
 	})
-	if adminErr != nil {
-		t.Fatal(adminErr)
-	}
-	return adminURL
+	return adminURL, adminErr
 }
 
 // withDatabase returns u pointing at database name.
@@ -98,15 +103,23 @@ func migrationsHash() string {
 // binaries (an advisory lock serialises the creators).
 func template(t testing.TB) string {
 	t.Helper()
-	admin := AdminURL(t)
+	name, err := templateOrErr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+func templateOrErr() (string, error) {
+	admin, err := adminURLOrErr()
+	if err != nil {
+		return "", err
+	}
 	templateOnce.Do(func() {
 		templateName = "queue_tmpl_" + migrationsHash()
 		templateErr = createTemplate(admin, templateName)
 	})
-	if templateErr != nil {
-		t.Fatal(templateErr)
-	}
-	return templateName
+	return templateName, templateErr
 }
 
 func createTemplate(admin, name string) error {
@@ -174,11 +187,25 @@ func NewMigratedDatabase(t testing.TB) string {
 func createDatabase(t testing.TB, from string) string {
 	t.Helper()
 	admin := AdminURL(t)
+	name, err := cloneDatabase(admin, from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := dropDatabase(admin, name); err != nil {
+			t.Errorf("drop test database: %v", err)
+		}
+	})
+	return withDatabase(admin, name)
+}
+
+// cloneDatabase creates a database of a random name, from a template when one is named.
+func cloneDatabase(admin, from string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, admin)
 	if err != nil {
-		t.Fatalf("connect to test Postgres: %v", err)
+		return "", fmt.Errorf("connect to test Postgres: %w", err)
 	}
 	defer conn.Close(ctx)
 	name := "test_" + strings.ToLower(randomHex(8))
@@ -196,22 +223,39 @@ func createDatabase(t testing.TB, from string) string {
 		time.Sleep(100 * time.Millisecond)
 	}
 	if err != nil {
-		t.Fatalf("create test database: %v", err)
+		return "", fmt.Errorf("create test database: %w", err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		c, err := pgx.Connect(ctx, admin)
-		if err != nil {
-			t.Errorf("drop test database: %v", err)
-			return
-		}
-		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
-			t.Errorf("drop test database: %v", err)
-		}
-	})
-	return withDatabase(admin, name)
+	return name, nil
+}
+
+func dropDatabase(admin, name string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		return err
+	}
+	defer c.Close(ctx)
+	_, err = c.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+	return err
+}
+
+// MainDatabase is NewMigratedDatabase for a TestMain (runnable examples have no
+// testing.T): it returns the database's URL and a function that drops it.
+func MainDatabase() (string, func(), error) {
+	admin, err := adminURLOrErr()
+	if err != nil {
+		return "", nil, err
+	}
+	tmpl, err := templateOrErr()
+	if err != nil {
+		return "", nil, err
+	}
+	name, err := cloneDatabase(admin, tmpl)
+	if err != nil {
+		return "", nil, err
+	}
+	return withDatabase(admin, name), func() { _ = dropDatabase(admin, name) }, nil
 }
 
 // NewPool opens a pool on a fresh migrated database, closed when the test ends.

@@ -1,42 +1,26 @@
 package worker
 
-import (
-	"time"
+import "github.com/pgqueue/queue/internal/queue"
 
-	"github.com/pgqueue/queue/internal/queue"
-)
+// Observer hears of what happens to jobs in this worker (results cache, events,
+// metrics). Observe is called from the worker's goroutines and must not block.
+type Observer interface {
+	Observe(queue.Event)
+}
 
-// Observers fans events out to several observers (the Redis publisher and metrics).
+// ObserverFunc adapts a function to Observer.
+type ObserverFunc func(queue.Event)
+
+// Observe calls f.
+func (f ObserverFunc) Observe(e queue.Event) { f(e) }
+
+// Observers fans events out to several observers.
 func Observers(list ...Observer) Observer { return observers(list) }
 
 type observers []Observer
 
-func (o observers) JobStarted(j *queue.Job) {
+func (o observers) Observe(e queue.Event) {
 	for _, x := range o {
-		x.JobStarted(j)
-	}
-}
-
-func (o observers) JobProgress(j *queue.Job, p int) {
-	for _, x := range o {
-		x.JobProgress(j, p)
-	}
-}
-
-func (o observers) JobFinished(j *queue.Job, state string, result []byte, errMsg string, took time.Duration) {
-	for _, x := range o {
-		x.JobFinished(j, state, result, errMsg, took)
-	}
-}
-
-func (o observers) JobRescued(j *queue.Job) {
-	for _, x := range o {
-		x.JobRescued(j)
-	}
-}
-
-func (o observers) JobEntered(id, typ, state string) {
-	for _, x := range o {
-		x.JobEntered(id, typ, state)
+		x.Observe(e)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -18,7 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
-	"github.com/pgqueue/queue/internal/jobs"
+	"github.com/pgqueue/queue/internal/kinds"
 	"github.com/pgqueue/queue/internal/queue"
 	"github.com/pgqueue/queue/internal/testutil"
 	"github.com/pgqueue/queue/internal/worker"
@@ -33,8 +35,9 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// helperWorker is a worker process whose CLEANUP handler sleeps for data.sleepMs,
-// stopping early only if its context ends; it stops gracefully on SIGTERM.
+// helperWorker is a worker process whose test-kind handler sleeps for data.sleepMs,
+// stopping early only if its context ends; it stops gracefully on SIGTERM. It serves
+// WORKER_HELPER_QUEUES (name:concurrency, comma-separated; default "default:2").
 func helperWorker(u string) int {
 	ctx, stop := signalContext()
 	defer stop()
@@ -44,26 +47,26 @@ func helperWorker(u string) int {
 		return 2
 	}
 	defer pool.Close()
-	client, err := queue.NewClient(ctx, pool, queue.ClientConfig{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	defer client.Close()
-	reg := jobs.NewRegistry()
-	reg.Register("CLEANUP", jobs.HandlerFunc(func(ctx context.Context, j *jobs.Job) (any, error) {
-		var d struct{ SleepMs int }
-		_ = json.Unmarshal(j.Data, &d)
+	reg := registry(func(ctx context.Context, j *kinds.Job, d *testData) (any, error) {
 		select {
 		case <-time.After(time.Duration(d.SleepMs) * time.Millisecond):
-			return map[string]string{"by": "helper"}, nil
+			return map[string]string{"by": os.Getenv("WORKER_HELPER_ID")}, nil
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-	}), nil)
+	})
 	lease, _ := time.ParseDuration(os.Getenv("WORKER_HELPER_LEASE"))
-	w, err := worker.New(pool, client, reg, worker.Config{
-		ID: os.Getenv("WORKER_HELPER_ID"), Concurrency: 2, PollInterval: 50 * time.Millisecond,
+	queues := []worker.QueueConfig{{Name: queue.DefaultQueue, Concurrency: 2}}
+	if spec := os.Getenv("WORKER_HELPER_QUEUES"); spec != "" {
+		queues = nil
+		for _, entry := range strings.Split(spec, ",") {
+			name, n, _ := strings.Cut(entry, ":")
+			c, _ := strconv.Atoi(n)
+			queues = append(queues, worker.QueueConfig{Name: name, Concurrency: c})
+		}
+	}
+	w, err := worker.New(pool, reg, worker.Config{
+		ID: os.Getenv("WORKER_HELPER_ID"), Queues: queues, PollInterval: 50 * time.Millisecond,
 		Lease: lease, ShutdownTimeout: 10 * time.Second, RemoveOnComplete: -1, RemoveOnFail: -1,
 	})
 	if err != nil {
@@ -101,7 +104,7 @@ func setup(t *testing.T) *bundle {
 	t.Helper()
 	u := testutil.NewMigratedDatabase(t)
 	pool := testutil.Pool(t, u)
-	c, err := queue.NewClient(context.Background(), pool, queue.ClientConfig{})
+	c, err := queue.NewClient(pool, queue.ClientConfig{Kinds: registry(nil)})
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
 	return &bundle{url: u, pool: pool, client: c}
@@ -118,9 +121,9 @@ func testConfig() worker.Config {
 
 // startWorker runs a worker until the test ends (or until the returned stop is called,
 // which waits for a graceful shutdown and returns Run's error).
-func (b *bundle) startWorker(t *testing.T, reg *jobs.Registry, cfg worker.Config) (stop func() error) {
+func (b *bundle) startWorker(t *testing.T, reg *kinds.Registry, cfg worker.Config) (stop func() error) {
 	t.Helper()
-	w, err := worker.New(b.pool, b.client, reg, cfg)
+	w, err := worker.New(b.pool, reg, cfg)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -176,14 +179,23 @@ func (b *bundle) auditStates(t *testing.T, id string) []string {
 
 func ptr[T any](v T) *T { return &v }
 
-func job(data string, opts queue.Options) queue.NewJob {
-	return queue.NewJob{Type: "CLEANUP", Data: json.RawMessage(data), Options: opts}
+// testType is the kind these tests run; its data says what the handler should do.
+const testType = "WORKER_TEST"
+
+type testData struct {
+	N       int    `json:"n"`
+	SleepMs int    `json:"sleepMs"`
+	Mode    string `json:"mode"`
+	Fail    bool   `json:"fail"`
 }
 
-func registry(h jobs.HandlerFunc) *jobs.Registry {
-	r := jobs.NewRegistry()
-	r.Register("CLEANUP", h, nil)
-	return r
+func job(data string, opts queue.Options) queue.NewJob {
+	return queue.NewJob{Type: testType, Data: json.RawMessage(data), Options: opts}
+}
+
+// registry holds the test kind with handler h (nil: a client's registry).
+func registry(h kinds.Handler[testData]) *kinds.Registry {
+	return kinds.NewRegistry(kinds.Define(testType, h))
 }
 
 func TestPriorityOrder(t *testing.T) {
@@ -199,9 +211,7 @@ func TestPriorityOrder(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var order []int
-	reg := registry(func(ctx context.Context, j *jobs.Job) (any, error) {
-		var d struct{ N int }
-		require.NoError(t, json.Unmarshal(j.Data, &d))
+	reg := registry(func(ctx context.Context, j *kinds.Job, d *testData) (any, error) {
 		mu.Lock()
 		order = append(order, d.N)
 		mu.Unlock()
@@ -241,11 +251,7 @@ func TestContentionEveryJobRunsOnce(t *testing.T) {
 	}
 
 	var runs [total]atomic.Int32
-	reg := registry(func(ctx context.Context, j *jobs.Job) (any, error) {
-		var d struct{ N int }
-		if err := json.Unmarshal(j.Data, &d); err != nil {
-			return nil, err
-		}
+	reg := registry(func(ctx context.Context, j *kinds.Job, d *testData) (any, error) {
 		runs[d.N].Add(1)
 		return nil, nil
 	})
@@ -268,11 +274,18 @@ func TestContentionEveryJobRunsOnce(t *testing.T) {
 	require.Equal(t, 4, b.count(t, "SELECT count(DISTINCT worker) FROM queue.job_events WHERE state = 'active'"), "all four workers took part")
 }
 
+// helperCommand runs this test binary as a worker process (helperWorker); env adds
+// variables (WORKER_HELPER_QUEUES).
+func helperCommand(u, id string, lease time.Duration, env ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(append(os.Environ(), "WORKER_HELPER_DB="+u, "WORKER_HELPER_ID="+id, "WORKER_HELPER_LEASE="+lease.String()), env...)
+	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
+	return cmd
+}
+
 func helperProcess(t *testing.T, u, id string, lease time.Duration) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "WORKER_HELPER_DB="+u, "WORKER_HELPER_ID="+id, "WORKER_HELPER_LEASE="+lease.String())
-	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
+	cmd := helperCommand(u, id, lease)
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
@@ -294,7 +307,7 @@ func TestCrashedWorkerJobIsRescuedAndCompleted(t *testing.T) {
 	require.NoError(t, crashed.Process.Signal(syscall.SIGKILL))
 	_ = crashed.Wait()
 
-	reg := registry(func(ctx context.Context, j *jobs.Job) (any, error) { return "rescued", nil })
+	reg := registry(func(ctx context.Context, j *kinds.Job, d *testData) (any, error) { return "rescued", nil })
 	cfg := testConfig()
 	cfg.ID = "survivor"
 	b.startWorker(t, reg, cfg)
@@ -333,13 +346,11 @@ func TestRetriesWithGrowingBackoff(t *testing.T) {
 	ctx := context.Background()
 	b := setup(t)
 	var calls atomic.Int32
-	reg := registry(func(ctx context.Context, j *jobs.Job) (any, error) {
+	reg := registry(func(ctx context.Context, j *kinds.Job, d *testData) (any, error) {
 		calls.Add(1)
-		var d struct{ Mode string }
-		_ = json.Unmarshal(j.Data, &d)
 		switch d.Mode {
 		case "permanent":
-			return nil, jobs.Permanentf("no such file")
+			return nil, kinds.Permanentf("no such file")
 		case "slow":
 			<-ctx.Done()
 			return nil, ctx.Err()
@@ -393,7 +404,7 @@ func TestRetriesWithGrowingBackoff(t *testing.T) {
 func TestTimeoutIsRetried(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	reg := registry(func(ctx context.Context, j *jobs.Job) (any, error) {
+	reg := registry(func(ctx context.Context, j *kinds.Job, d *testData) (any, error) {
 		if j.Attempt == 1 {
 			<-ctx.Done() // overrun the timeout
 			return nil, ctx.Err()
@@ -412,7 +423,7 @@ func TestPauseStopsClaimsAndResumeRestarts(t *testing.T) {
 	ctx := context.Background()
 	b := setup(t)
 	var ran atomic.Int32
-	reg := registry(func(ctx context.Context, j *jobs.Job) (any, error) { ran.Add(1); return nil, nil })
+	reg := registry(func(ctx context.Context, j *kinds.Job, d *testData) (any, error) { ran.Add(1); return nil, nil })
 	b.startWorker(t, reg, testConfig())
 
 	first := b.enqueue(t, job(`{}`, queue.Options{}))
@@ -447,7 +458,7 @@ func TestGracefulShutdownFinishesInFlightJob(t *testing.T) {
 	done, err := b.client.Get(context.Background(), j.ID)
 	require.NoError(t, err)
 	require.Equal(t, queue.StateCompleted, done.State, "the in-flight job finished before exit")
-	require.JSONEq(t, `{"by":"helper"}`, string(done.Result))
+	require.JSONEq(t, `{"by":"graceful"}`, string(done.Result))
 }
 
 func TestShutdownHandsBackLongJob(t *testing.T) {
@@ -455,7 +466,7 @@ func TestShutdownHandsBackLongJob(t *testing.T) {
 	b := setup(t)
 	started := make(chan struct{}, 1)
 	var cause atomic.Value
-	long := registry(func(ctx context.Context, j *jobs.Job) (any, error) {
+	long := registry(func(ctx context.Context, j *kinds.Job, d *testData) (any, error) {
 		started <- struct{}{}
 		<-ctx.Done()
 		cause.Store(context.Cause(ctx))
@@ -477,7 +488,7 @@ func TestShutdownHandsBackLongJob(t *testing.T) {
 	require.Equal(t, 0, back.AttemptsMade, "the attempt is given back")
 	require.Nil(t, back.LeaseOwner)
 
-	reg := registry(func(ctx context.Context, j *jobs.Job) (any, error) { return j.Attempt, nil })
+	reg := registry(func(ctx context.Context, j *kinds.Job, d *testData) (any, error) { return j.Attempt, nil })
 	cfg = testConfig()
 	cfg.ID = "successor"
 	b.startWorker(t, reg, cfg)
@@ -492,7 +503,7 @@ func TestCancelActiveJobStopsItsHandler(t *testing.T) {
 	b := setup(t)
 	started := make(chan struct{}, 1)
 	var cause atomic.Value
-	reg := registry(func(ctx context.Context, j *jobs.Job) (any, error) {
+	reg := registry(func(ctx context.Context, j *kinds.Job, d *testData) (any, error) {
 		started <- struct{}{}
 		<-ctx.Done()
 		cause.Store(context.Cause(ctx))
@@ -526,9 +537,7 @@ func TestRetention(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	b := setup(t)
-	reg := registry(func(ctx context.Context, j *jobs.Job) (any, error) {
-		var d struct{ Fail bool }
-		_ = json.Unmarshal(j.Data, &d)
+	reg := registry(func(ctx context.Context, j *kinds.Job, d *testData) (any, error) {
 		if d.Fail {
 			return nil, errors.New("nope")
 		}
@@ -572,7 +581,7 @@ func TestRescueFailsJobWithoutAttemptsLeft(t *testing.T) {
 	require.NoError(t, crashed.Process.Signal(syscall.SIGKILL))
 	_ = crashed.Wait()
 
-	b.startWorker(t, registry(func(ctx context.Context, j *jobs.Job) (any, error) { return nil, nil }), testConfig())
+	b.startWorker(t, registry(func(ctx context.Context, j *kinds.Job, d *testData) (any, error) { return nil, nil }), testConfig())
 	f := b.waitState(t, j.ID, queue.StateFailed)
 	require.Equal(t, 1, f.AttemptsMade)
 	require.Contains(t, *f.Error, "lease expired")
@@ -585,15 +594,13 @@ func TestUnstorableOutcomeDoesNotSinkTheBatch(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	var runs atomic.Int32
-	reg := registry(func(ctx context.Context, j *jobs.Job) (any, error) {
+	reg := registry(func(ctx context.Context, j *kinds.Job, d *testData) (any, error) {
 		runs.Add(1)
-		var d struct{ Mode string }
-		_ = json.Unmarshal(j.Data, &d)
 		switch d.Mode {
 		case "nul-result":
 			return map[string]string{"text": "a\x00b"}, nil
 		case "nul-error":
-			return nil, jobs.Permanent(errors.New("bad \x00 byte and \xff invalid UTF-8"))
+			return nil, kinds.Permanent(errors.New("bad \x00 byte and \xff invalid UTF-8"))
 		}
 		return "fine", nil
 	})

@@ -8,6 +8,7 @@ SELECT *
 FROM queue.jobs
 WHERE (sqlc.narg(state)::text IS NULL OR state = sqlc.narg(state)::text)
   AND (sqlc.narg(type)::text IS NULL OR type = sqlc.narg(type)::text)
+  AND (sqlc.narg(queue)::text IS NULL OR queue = sqlc.narg(queue)::text)
   AND (sqlc.narg(before_seq)::bigint IS NULL OR seq < sqlc.narg(before_seq)::bigint)
 ORDER BY seq DESC
 LIMIT sqlc.arg(max)::integer;
@@ -25,11 +26,11 @@ WITH retried AS (
     RETURNING *
 ),
 audit AS (
-    INSERT INTO queue.job_events (job_id, type, state, attempt, message)
-    SELECT id, type, 'waiting', 0, 'retried by request' FROM retried
+    INSERT INTO queue.job_events (job_id, type, queue, state, attempt, message)
+    SELECT id, type, queue, 'waiting', 0, 'retried by request' FROM retried
 ),
 wake AS (
-    SELECT pg_notify('queue_jobs', '') WHERE EXISTS (SELECT 1 FROM retried)
+    SELECT pg_notify('queue_jobs', queue) FROM retried
 )
 SELECT * FROM retried
 WHERE (SELECT count(*) FROM wake) >= 0;

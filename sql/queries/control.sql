@@ -1,7 +1,8 @@
--- Operations of the API on one job or on the whole queue.
+-- Operations of the API on one job, on one queue or on everything.
 
 -- name: QueueSetPaused :one
--- Pausing stops every claim at once (the claim reads this row); resuming wakes workers.
+-- Pausing stops every claim of every queue at once (the claim reads this row); resuming
+-- wakes the workers.
 WITH changed AS (
     UPDATE queue.queue_state
     SET paused = sqlc.arg(paused)::boolean, updated_at = now()
@@ -16,6 +17,20 @@ WHERE (SELECT count(*) FROM wake) >= 0;
 -- name: QueuePaused :one
 SELECT paused FROM queue.queue_state;
 
+-- name: QueueSetPausedOne :one
+-- Pauses or resumes one queue (its settings row is created on first use); resuming wakes
+-- that queue's workers.
+WITH changed AS (
+    INSERT INTO queue.queues AS q (name, paused) VALUES (sqlc.arg(name)::text, sqlc.arg(paused)::boolean)
+    ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = now()
+    RETURNING q.name, q.paused
+),
+wake AS (
+    SELECT pg_notify('queue_jobs', name) FROM changed WHERE NOT paused
+)
+SELECT name, paused FROM changed
+WHERE (SELECT count(*) FROM wake) >= 0;
+
 -- name: JobCancel :one
 -- Cancels a waiting, delayed or active job. An active job keeps its lease until its
 -- handler returns; its worker learns of the cancel through queue_cancel (and, should the
@@ -27,8 +42,8 @@ WITH cancelled AS (
     RETURNING *
 ),
 audit AS (
-    INSERT INTO queue.job_events (job_id, type, state, attempt, message)
-    SELECT id, type, 'cancelled', attempts_made, 'cancelled by request' FROM cancelled
+    INSERT INTO queue.job_events (job_id, type, queue, state, attempt, message)
+    SELECT id, type, queue, 'cancelled', attempts_made, 'cancelled by request' FROM cancelled
 ),
 signal AS (
     SELECT pg_notify('queue_cancel', seq::text) FROM cancelled WHERE lease_owner IS NOT NULL

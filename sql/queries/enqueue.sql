@@ -1,13 +1,14 @@
 -- name: JobInsertMany :many
 -- Inserts many jobs in one statement with their first audit rows. A job whose id exists
 -- already is skipped (the caller reads it back). Sequence numbers are drawn in input
--- order, so the rows come back in input order (skipped ones missing). Sentinels stand for "not given", since
--- array elements cannot be NULL here: '' job id, 0 timeout, -2 retention.
+-- order, so the rows come back in input order (skipped ones missing). Sentinels stand for
+-- "not given", since array elements cannot be NULL here: an empty job id, 0 timeout, -2 retention.
 WITH input AS MATERIALIZED (
     -- unnest walks each array once; subscripting text arrays row by row is quadratic.
     SELECT nextval('queue.job_seq') AS seq, u.*
     FROM (
         SELECT unnest(sqlc.arg(types)::text[]) AS type,
+               unnest(sqlc.arg(queues)::text[]) AS queue,
                unnest(sqlc.arg(data)::jsonb[]) AS data,
                unnest(sqlc.arg(priorities)::integer[]) AS priority,
                unnest(sqlc.arg(delays_ms)::bigint[]) AS delay_ms,
@@ -21,9 +22,9 @@ WITH input AS MATERIALIZED (
     ) u
 ),
 inserted AS (
-    INSERT INTO queue.jobs (seq, id, type, state, priority, data, max_attempts, backoff_type,
+    INSERT INTO queue.jobs (seq, id, type, queue, state, priority, data, max_attempts, backoff_type,
                             backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at)
-    SELECT i.seq, coalesce(nullif(i.job_id, ''), i.seq::text), i.type,
+    SELECT i.seq, coalesce(nullif(i.job_id, ''), i.seq::text), i.type, i.queue,
            CASE WHEN i.delay_ms > 0 THEN 'delayed' ELSE 'waiting' END,
            i.priority, i.data, i.max_attempts, i.backoff_type, i.backoff_delay_ms,
            nullif(i.timeout_ms, 0), nullif(i.remove_on_complete, -2), nullif(i.remove_on_fail, -2),
@@ -33,16 +34,18 @@ inserted AS (
     ON CONFLICT (id) DO NOTHING
     -- Only what the client cannot know; it fills in the rest from its own arrays (a
     -- thousand full rows cost a tenth of the statement to build, send and decode).
-    RETURNING seq, id, type, state, data, created_at, run_at
+    RETURNING seq, id, type, queue, state, data, created_at, run_at
 ),
 audit AS (
-    INSERT INTO queue.job_events (job_id, type, state, attempt)
-    SELECT id, type, state, 0 FROM inserted
+    INSERT INTO queue.job_events (job_id, type, queue, state, attempt)
+    SELECT id, type, queue, state, 0 FROM inserted
 ),
 wake AS (
     -- Only inside a caller's transaction; otherwise the client notifies after commit.
-    SELECT pg_notify('queue_jobs', '')
-    WHERE sqlc.arg(notify)::boolean AND EXISTS (SELECT 1 FROM inserted WHERE state = 'waiting')
+    -- One notification per queue that gained a runnable job.
+    SELECT pg_notify('queue_jobs', w.queue)
+    FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'waiting') w
+    WHERE sqlc.arg(notify)::boolean
 )
 SELECT seq, id, state, data, created_at, run_at FROM inserted
 WHERE (SELECT count(*) FROM wake) >= 0
@@ -54,9 +57,10 @@ ORDER BY seq;
 -- this form costs the server about a tenth less per commit. Same semantics: an existing
 -- job id inserts nothing and returns no row.
 WITH inserted AS (
-    INSERT INTO queue.jobs (seq, id, type, state, priority, data, max_attempts, backoff_type,
+    INSERT INTO queue.jobs (seq, id, type, queue, state, priority, data, max_attempts, backoff_type,
                             backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at)
     SELECT s.seq, coalesce(sqlc.narg(job_id)::text, s.seq::text), sqlc.arg(type)::text,
+           sqlc.arg(queue)::text,
            CASE WHEN sqlc.arg(delay_ms)::bigint > 0 THEN 'delayed' ELSE 'waiting' END,
            sqlc.arg(priority)::integer, sqlc.arg(data)::jsonb, sqlc.arg(max_attempts)::integer,
            sqlc.arg(backoff_type)::text, sqlc.arg(backoff_delay_ms)::integer,
@@ -68,12 +72,12 @@ WITH inserted AS (
     RETURNING *
 ),
 audit AS (
-    INSERT INTO queue.job_events (job_id, type, state, attempt)
-    SELECT id, type, state, 0 FROM inserted
+    INSERT INTO queue.job_events (job_id, type, queue, state, attempt)
+    SELECT id, type, queue, state, 0 FROM inserted
 ),
 wake AS (
-    SELECT pg_notify('queue_jobs', '')
-    WHERE sqlc.arg(notify)::boolean AND EXISTS (SELECT 1 FROM inserted WHERE state = 'waiting')
+    SELECT pg_notify('queue_jobs', queue) FROM inserted
+    WHERE sqlc.arg(notify)::boolean AND state = 'waiting'
 )
 SELECT * FROM inserted
 WHERE (SELECT count(*) FROM wake) >= 0;
@@ -84,16 +88,9 @@ SELECT * FROM queue.jobs WHERE id = ANY(sqlc.arg(ids)::text[]);
 -- name: JobGetByID :one
 SELECT * FROM queue.jobs WHERE id = $1;
 
--- name: Enqueue :one
--- queue.enqueue from Go, for applications that use this package with their own pgx.Tx.
-SELECT queue.enqueue(
-    sqlc.arg(type)::text, sqlc.arg(data)::jsonb, sqlc.arg(priority)::integer,
-    sqlc.arg(delay)::interval, sqlc.arg(attempts)::integer, sqlc.narg(job_id)::text,
-    sqlc.arg(options)::jsonb
-)::text AS id;
+-- name: JobGetManyBySeq :many
+SELECT * FROM queue.jobs WHERE seq = ANY(sqlc.arg(seqs)::bigint[]);
 
 -- name: QueueNotify :exec
-SELECT pg_notify('queue_jobs', '');
-
--- name: JobTypes :one
-SELECT queue.job_types()::text[] AS types;
+-- Wakes the workers of one queue (an empty name wakes every queue).
+SELECT pg_notify('queue_jobs', sqlc.arg(queue)::text);

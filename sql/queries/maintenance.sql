@@ -1,19 +1,46 @@
--- Background passes, run by one leader worker at a time, each in bounded batches.
+-- Background passes, run by the one maintenance leader at a time, each in bounded
+-- batches. Every statement that changes jobs checks, in itself, that its caller still
+-- holds an unexpired leader lease: a leader that froze and woke up after losing the lease
+-- changes nothing.
 
--- name: MaintenanceTryLead :one
-SELECT pg_try_advisory_lock(sqlc.arg(key)::bigint) AS leader;
+-- name: LeaderElect :one
+-- Takes the lease when it is free or expired, renews it when the caller holds it and it
+-- has not expired, and otherwise changes nothing. Returns the holder and the expiry as
+-- they are now (the caller leads when the holder is itself), and the database clock.
+WITH elected AS (
+    INSERT INTO queue.leaders AS l (name, holder, elected_at, expires_at)
+    VALUES (sqlc.arg(name)::text, sqlc.arg(holder)::text, now(),
+            now() + sqlc.arg(ttl_ms)::bigint * interval '1 millisecond')
+    ON CONFLICT (name) DO UPDATE
+    SET holder = excluded.holder,
+        elected_at = CASE WHEN l.holder = excluded.holder AND l.expires_at > now()
+                          THEN l.elected_at ELSE now() END,
+        expires_at = excluded.expires_at
+    WHERE l.expires_at <= now() OR l.holder = excluded.holder
+    RETURNING holder, expires_at
+)
+SELECT holder, expires_at, now()::timestamptz AS db_now FROM elected
+UNION ALL
+SELECT holder, expires_at, now()::timestamptz FROM queue.leaders
+WHERE name = sqlc.arg(name)::text AND NOT EXISTS (SELECT 1 FROM elected);
 
--- name: MaintenanceUnlock :exec
-SELECT pg_advisory_unlock(sqlc.arg(key)::bigint);
+-- name: LeaderResign :exec
+-- Gives the lease up at once (graceful stop), so another worker need not wait it out.
+DELETE FROM queue.leaders WHERE name = sqlc.arg(name)::text AND holder = sqlc.arg(holder)::text;
 
 -- name: JobRescueExpired :many
 -- Jobs whose lease expired (their worker stopped heartbeating) go back to waiting, or
 -- fail when no attempt is left; a cancelled one just loses the lease.
-WITH expired AS MATERIALIZED (
+WITH lead AS (
+    SELECT 1 FROM queue.leaders
+    WHERE name = 'maintenance' AND holder = sqlc.arg(worker)::text AND expires_at > now()
+),
+expired AS MATERIALIZED (
     SELECT seq
     FROM queue.jobs
     WHERE lease_owner IS NOT NULL
       AND lease_expires_at < coalesce(sqlc.narg(now)::timestamptz, now())
+      AND EXISTS (SELECT 1 FROM lead)
     ORDER BY seq
     LIMIT sqlc.arg(max)::integer
     FOR UPDATE SKIP LOCKED
@@ -36,27 +63,33 @@ rescued AS (
                               THEN coalesce(j.remove_on_fail, sqlc.arg(default_remove_on_fail)::integer)
                               ELSE j.remove_on_fail END,
         lease_owner = NULL,
+        lease_token = NULL,
         lease_expires_at = NULL
     FROM expired e
     WHERE j.seq = e.seq
     RETURNING j.*
 ),
 audit AS (
-    INSERT INTO queue.job_events (job_id, type, state, attempt, message, worker)
-    SELECT id, type, state, attempts_made, error, sqlc.arg(worker)::text FROM rescued WHERE state <> 'cancelled'
+    INSERT INTO queue.job_events (job_id, type, queue, state, attempt, message, worker)
+    SELECT id, type, queue, state, attempts_made, error, sqlc.arg(worker)::text FROM rescued WHERE state <> 'cancelled'
 ),
 wake AS (
-    SELECT pg_notify('queue_jobs', '') WHERE EXISTS (SELECT 1 FROM rescued WHERE state = 'waiting')
+    SELECT pg_notify('queue_jobs', w.queue) FROM (SELECT DISTINCT queue FROM rescued WHERE state = 'waiting') w
 )
 SELECT * FROM rescued
 WHERE (SELECT count(*) FROM wake) >= 0;
 
 -- name: JobPromoteDue :many
 -- Delayed jobs (future run time or retry backoff) whose time has come become waiting.
-WITH due AS MATERIALIZED (
+WITH lead AS (
+    SELECT 1 FROM queue.leaders
+    WHERE name = 'maintenance' AND holder = sqlc.arg(worker)::text AND expires_at > now()
+),
+due AS MATERIALIZED (
     SELECT seq
     FROM queue.jobs
     WHERE state = 'delayed' AND run_at <= coalesce(sqlc.narg(now)::timestamptz, now())
+      AND EXISTS (SELECT 1 FROM lead)
     ORDER BY run_at
     LIMIT sqlc.arg(max)::integer
     FOR UPDATE SKIP LOCKED
@@ -66,27 +99,28 @@ promoted AS (
     SET state = 'waiting'
     FROM due
     WHERE j.seq = due.seq
-    RETURNING j.seq, j.id, j.type, j.attempts_made
+    RETURNING j.seq, j.id, j.type, j.queue, j.attempts_made
 ),
 audit AS (
-    INSERT INTO queue.job_events (job_id, type, state, attempt, worker)
-    SELECT id, type, 'waiting', attempts_made, sqlc.arg(worker)::text FROM promoted
+    INSERT INTO queue.job_events (job_id, type, queue, state, attempt, worker)
+    SELECT id, type, queue, 'waiting', attempts_made, sqlc.arg(worker)::text FROM promoted
 ),
 wake AS (
-    SELECT pg_notify('queue_jobs', '') WHERE EXISTS (SELECT 1 FROM promoted)
+    SELECT pg_notify('queue_jobs', w.queue) FROM (SELECT DISTINCT queue FROM promoted) w
 )
-SELECT id, type FROM promoted
+SELECT id, type, queue FROM promoted
 WHERE (SELECT count(*) FROM wake) >= 0;
 
--- name: JobTrimFinished :one
+-- name: JobTrimCandidates :many
 -- Retention of finished jobs of one state, oldest first from a cursor the leader keeps:
--- removes those whose retention is 0 (remove at once: cancelled jobs, jobs finished by a
--- rescue) and those with N newer finished jobs of the same state (keep the N most
--- recent). A NULL retention takes the defaults; a cancelled job whose handler still runs
--- waits. It returns where this batch ended, the oldest row it kept that may go later
--- (the next pass starts there), and the database clock.
+-- judges up to max rows. A row is doomed when its retention is 0 (remove at once:
+-- cancelled jobs, jobs finished by a rescue, jobs whose snapshot could not be stored
+-- when they finished) or when N newer finished jobs of the same state exist (keep the N
+-- most recent). A NULL retention takes the defaults; a cancelled job whose handler still
+-- runs is never doomed. Nothing is deleted here: the leader first makes sure each doomed
+-- job's snapshot is stored (JobTrimDelete).
 WITH candidates AS MATERIALIZED (
-    SELECT j.seq, j.finished_at, r.keep, j.lease_owner IS NULL AS idle
+    SELECT j.seq, j.id, j.finished_at, r.keep, j.lease_owner IS NULL AS idle
     FROM queue.jobs j
     CROSS JOIN LATERAL (
         SELECT CASE WHEN j.state = 'completed'
@@ -110,41 +144,32 @@ bounds AS MATERIALIZED (
         SELECT n.finished_at, n.seq
         FROM queue.jobs n
         WHERE n.state = sqlc.arg(state)::text AND n.state IN ('completed', 'failed', 'cancelled')
+          -- jobs due for removal at once are not among the N kept
+          AND CASE WHEN n.state = 'completed'
+                   THEN coalesce(n.remove_on_complete, sqlc.arg(default_remove_on_complete)::integer)
+                   ELSE coalesce(n.remove_on_fail, sqlc.arg(default_remove_on_fail)::integer) END <> 0
         ORDER BY n.finished_at DESC, n.seq DESC
         OFFSET k.keep - 1 LIMIT 1
     ) b
-),
-judged AS MATERIALIZED (
-    SELECT c.seq, c.finished_at, c.keep,
-           c.idle AND (c.keep = 0 OR EXISTS (
-               SELECT 1 FROM bounds b
-               WHERE b.keep = c.keep AND (c.finished_at, c.seq) < (b.finished_at, b.seq))) AS doomed
-    FROM candidates c
-),
-removed AS (
-    -- Candidates are not locked (most are kept, and locking writes every one of them);
-    -- the delete checks again that the row is still finished and idle.
-    -- = ANY(array) walks the primary key; a join here tends to hash the whole table.
-    DELETE FROM queue.jobs j
-    WHERE j.seq = ANY (ARRAY(SELECT seq FROM judged WHERE doomed))
-      AND j.state = sqlc.arg(state)::text AND j.lease_owner IS NULL
-    RETURNING j.seq
-),
-last AS (
-    SELECT finished_at, seq FROM candidates ORDER BY finished_at DESC, seq DESC LIMIT 1
-),
-kept AS (
-    -- keep = -1 rows never go; every other kept row may, once newer ones arrive
-    SELECT finished_at, seq FROM judged WHERE NOT doomed AND keep <> -1 ORDER BY finished_at, seq LIMIT 1
 )
--- The epoch and seq 0 stand for "none".
-SELECT (SELECT count(*) FROM removed)::bigint AS removed,
-       (SELECT count(*) FROM candidates)::bigint AS examined,
-       coalesce((SELECT finished_at FROM last), 'epoch')::timestamptz AS last_finished_at,
-       coalesce((SELECT seq FROM last), 0)::bigint AS last_seq,
-       coalesce((SELECT finished_at FROM kept), 'epoch')::timestamptz AS kept_finished_at,
-       coalesce((SELECT seq FROM kept), 0)::bigint AS kept_seq,
-       now()::timestamptz AS db_now;
+SELECT c.seq, c.id, c.finished_at::timestamptz AS finished_at, c.keep::integer AS keep,
+       (c.idle AND (c.keep = 0 OR EXISTS (
+           SELECT 1 FROM bounds b
+           WHERE b.keep = c.keep AND (c.finished_at, c.seq) < (b.finished_at, b.seq))))::boolean AS doomed,
+       now()::timestamptz AS db_now
+FROM candidates c
+ORDER BY c.finished_at, c.seq;
+
+-- name: JobTrimDelete :many
+-- Deletes doomed finished jobs of one state, checking again that each is still in that
+-- state and idle, and that the caller still leads.
+-- = ANY(array) walks the primary key; a join here tends to hash the whole table.
+DELETE FROM queue.jobs j
+WHERE j.seq = ANY (sqlc.arg(seqs)::bigint[])
+  AND j.state = sqlc.arg(state)::text AND j.lease_owner IS NULL
+  AND EXISTS (SELECT 1 FROM queue.leaders
+              WHERE name = 'maintenance' AND holder = sqlc.arg(worker)::text AND expires_at > now())
+RETURNING j.seq;
 
 -- name: JobEventsTrim :execrows
 -- Audit rows older than the retention, oldest first, in bounded batches.
@@ -154,3 +179,22 @@ WHERE id IN (
     WHERE at < now() - sqlc.arg(retention_ms)::bigint * interval '1 millisecond'
     LIMIT sqlc.arg(max)::integer
 );
+
+-- name: WorkerSeen :exec
+-- A worker's heartbeat in the registry of live workers: inserted at start, refreshed on
+-- every tick. It counts as gone once expires_at passes.
+INSERT INTO queue.workers (id, host, pid, queues, types, running, started_at, last_seen_at, expires_at)
+VALUES (sqlc.arg(id)::text, sqlc.arg(host)::text, sqlc.arg(pid)::integer, sqlc.arg(queues)::jsonb,
+        sqlc.arg(types)::text[], sqlc.arg(running)::integer, now(), now(),
+        now() + sqlc.arg(ttl_ms)::bigint * interval '1 millisecond')
+ON CONFLICT (id) DO UPDATE
+SET running = excluded.running, last_seen_at = now(), expires_at = excluded.expires_at,
+    queues = excluded.queues, types = excluded.types;
+
+-- name: WorkerGone :exec
+-- A worker's graceful stop.
+DELETE FROM queue.workers WHERE id = sqlc.arg(id)::text;
+
+-- name: WorkersExpire :execrows
+-- The leader forgets workers that stopped heartbeating.
+DELETE FROM queue.workers WHERE expires_at < now();

@@ -1,14 +1,27 @@
--- name: JobCountByStateAndType :many
--- Exact counts from the deltas that triggers append (migration 00004), not a table scan.
-SELECT state, type, sum(n)::bigint AS jobs
+-- name: JobCounts :many
+-- Exact counts by queue, state and type from the deltas that triggers append to
+-- queue.job_counts, not a table scan.
+SELECT queue, state, type, sum(n)::bigint AS jobs
 FROM queue.job_counts
-GROUP BY state, type
+GROUP BY queue, state, type
 HAVING sum(n) <> 0;
 
 -- name: JobCountsCompact :exec
--- Folds the appended deltas into one row per (state, type), so stats stay a tiny sum.
+-- Folds the appended deltas into one row per (queue, state, type), so stats stay a tiny
+-- sum.
 WITH folded AS (
-    DELETE FROM queue.job_counts RETURNING state, type, n
+    DELETE FROM queue.job_counts RETURNING queue, state, type, n
 )
-INSERT INTO queue.job_counts (state, type, n)
-SELECT state, type, sum(n) FROM folded GROUP BY state, type HAVING sum(n) <> 0;
+INSERT INTO queue.job_counts (queue, state, type, n)
+SELECT queue, state, type, sum(n) FROM folded GROUP BY queue, state, type HAVING sum(n) <> 0;
+
+-- name: QueueSettings :many
+-- Every queue that has a settings row.
+SELECT name, paused, created_at, updated_at FROM queue.queues ORDER BY name;
+
+-- name: WorkerList :many
+-- Live workers (seen within their last three heartbeats), oldest first.
+SELECT id, host, pid, queues, types, running, started_at, last_seen_at
+FROM queue.workers
+WHERE expires_at > now()
+ORDER BY started_at, id;

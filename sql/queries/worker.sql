@@ -1,17 +1,18 @@
 -- name: JobClaim :many
--- Claims up to max runnable jobs for a worker, in the exact order of jobs_claim_idx,
--- unless the queue is paused. The CTE is a fence: the UPDATE touches only the rows the
--- LIMIT picked. The claim commits without waiting for its WAL flush: a claim lost in a
--- crash only leaves the job waiting, to be claimed again (DESIGN.md).
-WITH async_commit AS (
-    SELECT set_config('synchronous_commit', 'off', true)
-),
-picked AS MATERIALIZED (
+-- Claims up to max runnable jobs of one queue for a worker, in the exact order of
+-- jobs_claim_idx (queue, priority DESC, run_at, seq), unless the queue or everything is
+-- paused. The CTE is a fence: the UPDATE touches only the rows the LIMIT picked. Each
+-- claim gets a token of its own that the run's later statements must present. The claim
+-- commits durably: a handler must never start on a claim that a crash could undo, or a
+-- second worker could claim and run the job at the same time.
+WITH picked AS MATERIALIZED (
     SELECT seq
     FROM queue.jobs
     WHERE state = 'waiting'
+      AND queue = sqlc.arg(queue)::text
       AND type = ANY (sqlc.arg(types)::text[])
       AND NOT (SELECT paused FROM queue.queue_state)
+      AND NOT EXISTS (SELECT 1 FROM queue.queues q WHERE q.name = sqlc.arg(queue)::text AND q.paused)
     ORDER BY priority DESC, run_at, seq
     LIMIT sqlc.arg(max)::integer
     FOR UPDATE SKIP LOCKED
@@ -23,31 +24,33 @@ claimed AS (
         progress = 0,
         started_at = now(),
         lease_owner = sqlc.arg(worker)::text,
+        lease_token = nextval('queue.lease_token_seq'),
         lease_expires_at = now() + sqlc.arg(lease_ms)::bigint * interval '1 millisecond'
     FROM picked
     WHERE j.seq = picked.seq
     RETURNING j.*
 ),
 audit AS (
-    INSERT INTO queue.job_events (job_id, type, state, attempt, worker)
-    SELECT id, type, 'active', attempts_made, sqlc.arg(worker)::text FROM claimed
+    INSERT INTO queue.job_events (job_id, type, queue, state, attempt, worker)
+    SELECT id, type, queue, 'active', attempts_made, sqlc.arg(worker)::text FROM claimed
 )
 SELECT * FROM claimed
-WHERE (SELECT count(*) FROM async_commit) >= 0
 ORDER BY priority DESC, run_at, seq;
 
 -- name: JobFinishMany :many
 -- Records the outcome of many attempts in one statement: completion (ok), retry
 -- (retry_ms >= 0: delayed, or waiting when 0) or final failure (retry_ms < 0). Each row
--- is guarded by the state, owner and attempt it expects, so a job that was rescued,
--- cancelled or handed back meanwhile is left alone. A job whose retention is "remove at
--- once" is deleted here instead of updated; a cancelled job whose handler returned only
--- gives up its lease. Returns the jobs that changed, with their new state.
+-- is guarded by its claim's token, so a job that was rescued, cancelled, handed back or
+-- claimed again meanwhile is left alone. A row marked remove (its retention is "remove at
+-- once" and its snapshot is stored) is deleted here instead of updated; a cancelled job
+-- whose handler returned only gives up its lease. Returns the jobs that changed, with
+-- their new state.
 WITH input AS MATERIALIZED (
     -- unnest walks each array once; subscripting varlena arrays row by row is quadratic.
     SELECT unnest(sqlc.arg(seqs)::bigint[]) AS seq,
-           unnest(sqlc.arg(attempts)::integer[]) AS attempt,
+           unnest(sqlc.arg(tokens)::bigint[]) AS token,
            unnest(sqlc.arg(ok)::boolean[]) AS ok,
+           unnest(sqlc.arg(remove)::boolean[]) AS remove,
            unnest(sqlc.arg(results)::jsonb[]) AS result,
            unnest(sqlc.arg(messages)::text[]) AS message,
            unnest(sqlc.arg(retry_ms)::bigint[]) AS retry_ms
@@ -55,11 +58,9 @@ WITH input AS MATERIALIZED (
 removed AS (
     DELETE FROM queue.jobs j
     USING input d
-    WHERE j.seq = d.seq AND j.state = 'active' AND j.lease_owner = sqlc.arg(worker)::text
-      AND j.attempts_made = d.attempt
-      AND ((d.ok AND coalesce(j.remove_on_complete, sqlc.arg(default_remove_on_complete)::integer) = 0)
-        OR (NOT d.ok AND d.retry_ms < 0 AND coalesce(j.remove_on_fail, sqlc.arg(default_remove_on_fail)::integer) = 0))
-    RETURNING j.seq, j.id, j.type, j.attempts_made,
+    WHERE j.seq = d.seq AND j.lease_token = d.token AND j.state = 'active'
+      AND d.remove AND (d.ok OR d.retry_ms < 0)
+    RETURNING j.seq, j.id, j.type, j.queue, j.attempts_made,
               CASE WHEN d.ok THEN 'completed' ELSE 'failed' END AS state,
               CASE WHEN d.ok THEN NULL ELSE d.message END AS message
 ),
@@ -86,34 +87,35 @@ updated AS (
                               THEN coalesce(j.remove_on_fail, sqlc.arg(default_remove_on_fail)::integer)
                               ELSE j.remove_on_fail END,
         lease_owner = NULL,
+        lease_token = NULL,
         lease_expires_at = NULL
     FROM input d
-    WHERE j.seq = d.seq AND j.state = 'active' AND j.lease_owner = sqlc.arg(worker)::text
-      AND j.attempts_made = d.attempt
-      AND NOT ((d.ok AND coalesce(j.remove_on_complete, sqlc.arg(default_remove_on_complete)::integer) = 0)
-            OR (NOT d.ok AND d.retry_ms < 0 AND coalesce(j.remove_on_fail, sqlc.arg(default_remove_on_fail)::integer) = 0))
-    RETURNING j.seq, j.id, j.type, j.attempts_made, j.state,
+    WHERE j.seq = d.seq AND j.lease_token = d.token AND j.state = 'active'
+      AND NOT (d.remove AND (d.ok OR d.retry_ms < 0))
+    RETURNING j.seq, j.id, j.type, j.queue, j.attempts_made, j.state,
               CASE WHEN d.ok THEN NULL ELSE d.message END AS message
 ),
 released AS (
     -- Only the rows neither branch above took, by key: usually none, so no probe at all
     -- (a join on state = 'cancelled' would walk every retained cancelled job).
     UPDATE queue.jobs j
-    SET lease_owner = NULL, lease_expires_at = NULL
+    SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+    FROM input d
     WHERE j.seq = ANY (ARRAY(SELECT seq FROM input
                              EXCEPT ALL SELECT seq FROM removed
                              EXCEPT ALL SELECT seq FROM updated))
-      AND j.state = 'cancelled' AND j.lease_owner = sqlc.arg(worker)::text
+      AND j.seq = d.seq AND j.lease_token = d.token AND j.state = 'cancelled'
     RETURNING j.seq, j.state
 ),
 audit AS (
-    INSERT INTO queue.job_events (job_id, type, state, attempt, message, worker)
-    SELECT id, type, state, attempts_made, message, sqlc.arg(worker)::text FROM removed
+    INSERT INTO queue.job_events (job_id, type, queue, state, attempt, message, worker)
+    SELECT id, type, queue, state, attempts_made, message, sqlc.arg(worker)::text FROM removed
     UNION ALL
-    SELECT id, type, state, attempts_made, message, sqlc.arg(worker)::text FROM updated
+    SELECT id, type, queue, state, attempts_made, message, sqlc.arg(worker)::text FROM updated
 ),
 wake AS (
-    SELECT pg_notify('queue_jobs', '') WHERE EXISTS (SELECT 1 FROM updated WHERE state = 'waiting')
+    SELECT pg_notify('queue_jobs', w.queue)
+    FROM (SELECT DISTINCT queue FROM updated WHERE state = 'waiting') w
 )
 SELECT seq, state::text AS state FROM removed
 UNION ALL
@@ -123,21 +125,26 @@ SELECT seq, state FROM released
 WHERE (SELECT count(*) FROM wake) >= 0;
 
 -- name: JobHeartbeat :many
--- Extends the lease of the jobs a worker runs. Returns those it still owns with their
--- state: a job missing was rescued away; a cancelled one must stop. A heartbeat lost in a
--- crash costs nothing, so it does not wait for its WAL flush.
+-- Extends the leases of the runs a worker holds (each job with its claim's token) and
+-- returns those it still holds with their state: a job missing was rescued away or
+-- claimed again; a cancelled one must stop. A lease that has expired is never extended:
+-- from its expiry the job belongs to the rescuer. A heartbeat lost in a crash costs
+-- nothing, so it does not wait for its WAL flush.
 WITH async_commit AS (
     SELECT set_config('synchronous_commit', 'off', true)
+),
+input AS (
+    SELECT unnest(sqlc.arg(seqs)::bigint[]) AS seq, unnest(sqlc.arg(tokens)::bigint[]) AS token
 ),
 beat AS (
     -- SKIP LOCKED: a row being finished (or cancelled) right now is not waited for, so a
     -- heartbeat never deadlocks with a finish; the worker looks such rows up afterwards.
     UPDATE queue.jobs j
     SET lease_expires_at = now() + sqlc.arg(lease_ms)::bigint * interval '1 millisecond'
-    FROM (SELECT seq FROM queue.jobs
-          WHERE seq = ANY (sqlc.arg(seqs)::bigint[]) AND lease_owner = sqlc.arg(worker)::text
-          ORDER BY seq
-          FOR UPDATE SKIP LOCKED) mine
+    FROM (SELECT m.seq FROM queue.jobs m JOIN input i ON m.seq = i.seq AND m.lease_token = i.token
+          WHERE m.lease_expires_at > now()
+          ORDER BY m.seq
+          FOR UPDATE OF m SKIP LOCKED) mine
     WHERE j.seq = mine.seq
     RETURNING j.seq, j.state
 )
@@ -149,45 +156,55 @@ WHERE (SELECT count(*) FROM async_commit) >= 0;
 -- heartbeat, it need not wait for its WAL flush.
 WITH async_commit AS (
     SELECT set_config('synchronous_commit', 'off', true)
+),
+input AS (
+    SELECT unnest(sqlc.arg(seqs)::bigint[]) AS seq, unnest(sqlc.arg(tokens)::bigint[]) AS token,
+           unnest(sqlc.arg(progress)::integer[]) AS progress
 )
 UPDATE queue.jobs j
 SET progress = p.progress
-FROM (SELECT unnest(sqlc.arg(seqs)::bigint[]) AS seq, unnest(sqlc.arg(progress)::integer[]) AS progress) p
+FROM input p
 WHERE j.seq = p.seq
   -- a row being finished is skipped (its progress no longer matters), never waited for
-  AND j.seq IN (SELECT seq FROM queue.jobs
-                WHERE seq = ANY (sqlc.arg(seqs)::bigint[]) AND state = 'active'
-                  AND lease_owner = sqlc.arg(worker)::text
-                FOR UPDATE SKIP LOCKED)
+  AND j.seq IN (SELECT m.seq FROM queue.jobs m JOIN input i ON m.seq = i.seq AND m.lease_token = i.token
+                WHERE m.state = 'active'
+                FOR UPDATE OF m SKIP LOCKED)
   AND (SELECT count(*) FROM async_commit) >= 0;
 
 -- name: JobHandBack :many
 -- At shutdown: jobs whose handlers did not finish in time go back to waiting and get
 -- their attempt back; cancelled ones just give up the lease.
-WITH back AS (
-    UPDATE queue.jobs
-    SET state = 'waiting', attempts_made = attempts_made - 1, lease_owner = NULL, lease_expires_at = NULL
-    WHERE seq = ANY (sqlc.arg(seqs)::bigint[]) AND lease_owner = sqlc.arg(worker)::text AND state = 'active'
-    RETURNING seq, id, type, attempts_made
+WITH input AS (
+    SELECT unnest(sqlc.arg(seqs)::bigint[]) AS seq, unnest(sqlc.arg(tokens)::bigint[]) AS token
+),
+back AS (
+    UPDATE queue.jobs j
+    SET state = 'waiting', attempts_made = j.attempts_made - 1,
+        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+    FROM input i
+    WHERE j.seq = i.seq AND j.lease_token = i.token AND j.state = 'active'
+    RETURNING j.seq, j.id, j.type, j.queue, j.attempts_made
 ),
 released AS (
-    UPDATE queue.jobs
-    SET lease_owner = NULL, lease_expires_at = NULL
-    WHERE seq = ANY (sqlc.arg(seqs)::bigint[]) AND lease_owner = sqlc.arg(worker)::text AND state = 'cancelled'
-    RETURNING id, type
+    UPDATE queue.jobs j
+    SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+    FROM input i
+    WHERE j.seq = i.seq AND j.lease_token = i.token AND j.state = 'cancelled'
+    RETURNING j.id, j.type, j.queue
 ),
 audit AS (
-    INSERT INTO queue.job_events (job_id, type, state, attempt, message, worker)
-    SELECT id, type, 'waiting', attempts_made, 'handed back at worker shutdown', sqlc.arg(worker)::text FROM back
+    INSERT INTO queue.job_events (job_id, type, queue, state, attempt, message, worker)
+    SELECT id, type, queue, 'waiting', attempts_made, 'handed back at worker shutdown', sqlc.arg(worker)::text FROM back
 ),
 wake AS (
-    SELECT pg_notify('queue_jobs', '') WHERE EXISTS (SELECT 1 FROM back)
+    SELECT pg_notify('queue_jobs', w.queue) FROM (SELECT DISTINCT queue FROM back) w
 )
-SELECT id, type, 'waiting'::text AS state FROM back
+SELECT id, type, queue, 'waiting'::text AS state FROM back
 UNION ALL
-SELECT id, type, 'cancelled'::text FROM released
+SELECT id, type, queue, 'cancelled'::text FROM released
 WHERE (SELECT count(*) FROM wake) >= 0;
 
 -- name: JobLeaseState :many
 -- Who holds the given jobs now, without locking: for rows a heartbeat skipped.
-SELECT seq, state, lease_owner FROM queue.jobs WHERE seq = ANY (sqlc.arg(seqs)::bigint[]);
+SELECT seq, state, lease_token, lease_expires_at > now() AS unexpired
+FROM queue.jobs WHERE seq = ANY (sqlc.arg(seqs)::bigint[]);

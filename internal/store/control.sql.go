@@ -3,7 +3,7 @@
 //   sqlc v1.31.1
 // source: control.sql
 
-package db
+package store
 
 import (
 	"context"
@@ -15,16 +15,16 @@ WITH cancelled AS (
     UPDATE queue.jobs
     SET state = 'cancelled', finished_at = now()
     WHERE id = $1::text AND state IN ('waiting', 'delayed', 'active')
-    RETURNING seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at
+    RETURNING seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token
 ),
 audit AS (
-    INSERT INTO queue.job_events (job_id, type, state, attempt, message)
-    SELECT id, type, 'cancelled', attempts_made, 'cancelled by request' FROM cancelled
+    INSERT INTO queue.job_events (job_id, type, queue, state, attempt, message)
+    SELECT id, type, queue, 'cancelled', attempts_made, 'cancelled by request' FROM cancelled
 ),
 signal AS (
     SELECT pg_notify('queue_cancel', seq::text) FROM cancelled WHERE lease_owner IS NOT NULL
 )
-SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at FROM cancelled
+SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token FROM cancelled
 WHERE (SELECT count(*) FROM signal) >= 0
 `
 
@@ -52,6 +52,8 @@ type JobCancelRow struct {
 	Errors           []byte
 	LeaseOwner       *string
 	LeaseExpiresAt   *time.Time
+	Queue            string
+	LeaseToken       *int64
 }
 
 // Cancels a waiting, delayed or active job. An active job keeps its lease until its
@@ -84,6 +86,8 @@ func (q *Queries) JobCancel(ctx context.Context, id string) (JobCancelRow, error
 		&i.Errors,
 		&i.LeaseOwner,
 		&i.LeaseExpiresAt,
+		&i.Queue,
+		&i.LeaseToken,
 	)
 	return i, err
 }
@@ -113,11 +117,44 @@ SELECT paused FROM changed
 WHERE (SELECT count(*) FROM wake) >= 0
 `
 
-// Operations of the API on one job or on the whole queue.
-// Pausing stops every claim at once (the claim reads this row); resuming wakes workers.
+// Operations of the API on one job, on one queue or on everything.
+// Pausing stops every claim of every queue at once (the claim reads this row); resuming
+// wakes the workers.
 func (q *Queries) QueueSetPaused(ctx context.Context, paused bool) (bool, error) {
 	row := q.db.QueryRow(ctx, queueSetPaused, paused)
 	var paused_2 bool
 	err := row.Scan(&paused_2)
 	return paused_2, err
+}
+
+const queueSetPausedOne = `-- name: QueueSetPausedOne :one
+WITH changed AS (
+    INSERT INTO queue.queues AS q (name, paused) VALUES ($1::text, $2::boolean)
+    ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = now()
+    RETURNING q.name, q.paused
+),
+wake AS (
+    SELECT pg_notify('queue_jobs', name) FROM changed WHERE NOT paused
+)
+SELECT name, paused FROM changed
+WHERE (SELECT count(*) FROM wake) >= 0
+`
+
+type QueueSetPausedOneParams struct {
+	Name   string
+	Paused bool
+}
+
+type QueueSetPausedOneRow struct {
+	Name   string
+	Paused bool
+}
+
+// Pauses or resumes one queue (its settings row is created on first use); resuming wakes
+// that queue's workers.
+func (q *Queries) QueueSetPausedOne(ctx context.Context, arg QueueSetPausedOneParams) (QueueSetPausedOneRow, error) {
+	row := q.db.QueryRow(ctx, queueSetPausedOne, arg.Name, arg.Paused)
+	var i QueueSetPausedOneRow
+	err := row.Scan(&i.Name, &i.Paused)
+	return i, err
 }

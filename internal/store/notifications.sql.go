@@ -3,13 +3,11 @@
 //   sqlc v1.31.1
 // source: notifications.sql
 
-package db
+package store
 
 import (
 	"context"
 	"time"
-
-	"github.com/jackc/pgx/v5/pgtype"
 )
 
 const notificationInsert = `-- name: NotificationInsert :one
@@ -66,7 +64,7 @@ type NotificationListParams struct {
 	UserID         string
 	UnreadOnly     bool
 	AfterCreatedAt *time.Time
-	AfterID        pgtype.Int8
+	AfterID        *int64
 	MaxRows        int32
 }
 

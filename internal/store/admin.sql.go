@@ -3,13 +3,11 @@
 //   sqlc v1.31.1
 // source: admin.sql
 
-package db
+package store
 
 import (
 	"context"
 	"time"
-
-	"github.com/jackc/pgx/v5/pgtype"
 )
 
 const jobCleanFinished = `-- name: JobCleanFinished :many
@@ -97,19 +95,21 @@ func (q *Queries) JobLastEvent(ctx context.Context, jobID string) (JobLastEventR
 
 const jobList = `-- name: JobList :many
 
-SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at
+SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token
 FROM queue.jobs
 WHERE ($1::text IS NULL OR state = $1::text)
   AND ($2::text IS NULL OR type = $2::text)
-  AND ($3::bigint IS NULL OR seq < $3::bigint)
+  AND ($3::text IS NULL OR queue = $3::text)
+  AND ($4::bigint IS NULL OR seq < $4::bigint)
 ORDER BY seq DESC
-LIMIT $4::integer
+LIMIT $5::integer
 `
 
 type JobListParams struct {
 	State     *string
 	Type      *string
-	BeforeSeq pgtype.Int8
+	Queue     *string
+	BeforeSeq *int64
 	Max       int32
 }
 
@@ -121,6 +121,7 @@ func (q *Queries) JobList(ctx context.Context, arg JobListParams) ([]QueueJob, e
 	rows, err := q.db.Query(ctx, jobList,
 		arg.State,
 		arg.Type,
+		arg.Queue,
 		arg.BeforeSeq,
 		arg.Max,
 	)
@@ -155,6 +156,8 @@ func (q *Queries) JobList(ctx context.Context, arg JobListParams) ([]QueueJob, e
 			&i.Errors,
 			&i.LeaseOwner,
 			&i.LeaseExpiresAt,
+			&i.Queue,
+			&i.LeaseToken,
 		); err != nil {
 			return nil, err
 		}
@@ -192,16 +195,16 @@ WITH retried AS (
     WHERE id = $1::text
       AND state IN ('failed', 'cancelled')
       AND lease_owner IS NULL
-    RETURNING seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at
+    RETURNING seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token
 ),
 audit AS (
-    INSERT INTO queue.job_events (job_id, type, state, attempt, message)
-    SELECT id, type, 'waiting', 0, 'retried by request' FROM retried
+    INSERT INTO queue.job_events (job_id, type, queue, state, attempt, message)
+    SELECT id, type, queue, 'waiting', 0, 'retried by request' FROM retried
 ),
 wake AS (
-    SELECT pg_notify('queue_jobs', '') WHERE EXISTS (SELECT 1 FROM retried)
+    SELECT pg_notify('queue_jobs', queue) FROM retried
 )
-SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at FROM retried
+SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token FROM retried
 WHERE (SELECT count(*) FROM wake) >= 0
 `
 
@@ -229,6 +232,8 @@ type JobRetryRow struct {
 	Errors           []byte
 	LeaseOwner       *string
 	LeaseExpiresAt   *time.Time
+	Queue            string
+	LeaseToken       *int64
 }
 
 // A failed job, or a cancelled one whose handler has returned (no lease), goes back to
@@ -260,6 +265,8 @@ func (q *Queries) JobRetry(ctx context.Context, id string) (JobRetryRow, error) 
 		&i.Errors,
 		&i.LeaseOwner,
 		&i.LeaseExpiresAt,
+		&i.Queue,
+		&i.LeaseToken,
 	)
 	return i, err
 }

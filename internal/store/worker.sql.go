@@ -3,7 +3,7 @@
 //   sqlc v1.31.1
 // source: worker.sql
 
-package db
+package store
 
 import (
 	"context"
@@ -11,17 +11,16 @@ import (
 )
 
 const jobClaim = `-- name: JobClaim :many
-WITH async_commit AS (
-    SELECT set_config('synchronous_commit', 'off', true)
-),
-picked AS MATERIALIZED (
+WITH picked AS MATERIALIZED (
     SELECT seq
     FROM queue.jobs
     WHERE state = 'waiting'
-      AND type = ANY ($1::text[])
+      AND queue = $1::text
+      AND type = ANY ($2::text[])
       AND NOT (SELECT paused FROM queue.queue_state)
+      AND NOT EXISTS (SELECT 1 FROM queue.queues q WHERE q.name = $1::text AND q.paused)
     ORDER BY priority DESC, run_at, seq
-    LIMIT $2::integer
+    LIMIT $3::integer
     FOR UPDATE SKIP LOCKED
 ),
 claimed AS (
@@ -30,22 +29,23 @@ claimed AS (
         attempts_made = j.attempts_made + 1,
         progress = 0,
         started_at = now(),
-        lease_owner = $3::text,
-        lease_expires_at = now() + $4::bigint * interval '1 millisecond'
+        lease_owner = $4::text,
+        lease_token = nextval('queue.lease_token_seq'),
+        lease_expires_at = now() + $5::bigint * interval '1 millisecond'
     FROM picked
     WHERE j.seq = picked.seq
-    RETURNING j.seq, j.id, j.type, j.state, j.priority, j.data, j.result, j.progress, j.attempts_made, j.max_attempts, j.backoff_type, j.backoff_delay_ms, j.timeout_ms, j.remove_on_complete, j.remove_on_fail, j.run_at, j.created_at, j.started_at, j.finished_at, j.error, j.errors, j.lease_owner, j.lease_expires_at
+    RETURNING j.seq, j.id, j.type, j.state, j.priority, j.data, j.result, j.progress, j.attempts_made, j.max_attempts, j.backoff_type, j.backoff_delay_ms, j.timeout_ms, j.remove_on_complete, j.remove_on_fail, j.run_at, j.created_at, j.started_at, j.finished_at, j.error, j.errors, j.lease_owner, j.lease_expires_at, j.queue, j.lease_token
 ),
 audit AS (
-    INSERT INTO queue.job_events (job_id, type, state, attempt, worker)
-    SELECT id, type, 'active', attempts_made, $3::text FROM claimed
+    INSERT INTO queue.job_events (job_id, type, queue, state, attempt, worker)
+    SELECT id, type, queue, 'active', attempts_made, $4::text FROM claimed
 )
-SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at FROM claimed
-WHERE (SELECT count(*) FROM async_commit) >= 0
+SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token FROM claimed
 ORDER BY priority DESC, run_at, seq
 `
 
 type JobClaimParams struct {
+	Queue   string
 	Types   []string
 	Max     int32
 	Worker  string
@@ -76,14 +76,19 @@ type JobClaimRow struct {
 	Errors           []byte
 	LeaseOwner       *string
 	LeaseExpiresAt   *time.Time
+	Queue            string
+	LeaseToken       *int64
 }
 
-// Claims up to max runnable jobs for a worker, in the exact order of jobs_claim_idx,
-// unless the queue is paused. The CTE is a fence: the UPDATE touches only the rows the
-// LIMIT picked. The claim commits without waiting for its WAL flush: a claim lost in a
-// crash only leaves the job waiting, to be claimed again (DESIGN.md).
+// Claims up to max runnable jobs of one queue for a worker, in the exact order of
+// jobs_claim_idx (queue, priority DESC, run_at, seq), unless the queue or everything is
+// paused. The CTE is a fence: the UPDATE touches only the rows the LIMIT picked. Each
+// claim gets a token of its own that the run's later statements must present. The claim
+// commits durably: a handler must never start on a claim that a crash could undo, or a
+// second worker could claim and run the job at the same time.
 func (q *Queries) JobClaim(ctx context.Context, arg JobClaimParams) ([]JobClaimRow, error) {
 	rows, err := q.db.Query(ctx, jobClaim,
+		arg.Queue,
 		arg.Types,
 		arg.Max,
 		arg.Worker,
@@ -120,6 +125,8 @@ func (q *Queries) JobClaim(ctx context.Context, arg JobClaimParams) ([]JobClaimR
 			&i.Errors,
 			&i.LeaseOwner,
 			&i.LeaseExpiresAt,
+			&i.Queue,
+			&i.LeaseToken,
 		); err != nil {
 			return nil, err
 		}
@@ -135,20 +142,19 @@ const jobFinishMany = `-- name: JobFinishMany :many
 WITH input AS MATERIALIZED (
     -- unnest walks each array once; subscripting varlena arrays row by row is quadratic.
     SELECT unnest($1::bigint[]) AS seq,
-           unnest($2::integer[]) AS attempt,
+           unnest($2::bigint[]) AS token,
            unnest($3::boolean[]) AS ok,
-           unnest($4::jsonb[]) AS result,
-           unnest($5::text[]) AS message,
-           unnest($6::bigint[]) AS retry_ms
+           unnest($4::boolean[]) AS remove,
+           unnest($5::jsonb[]) AS result,
+           unnest($6::text[]) AS message,
+           unnest($7::bigint[]) AS retry_ms
 ),
 removed AS (
     DELETE FROM queue.jobs j
     USING input d
-    WHERE j.seq = d.seq AND j.state = 'active' AND j.lease_owner = $7::text
-      AND j.attempts_made = d.attempt
-      AND ((d.ok AND coalesce(j.remove_on_complete, $8::integer) = 0)
-        OR (NOT d.ok AND d.retry_ms < 0 AND coalesce(j.remove_on_fail, $9::integer) = 0))
-    RETURNING j.seq, j.id, j.type, j.attempts_made,
+    WHERE j.seq = d.seq AND j.lease_token = d.token AND j.state = 'active'
+      AND d.remove AND (d.ok OR d.retry_ms < 0)
+    RETURNING j.seq, j.id, j.type, j.queue, j.attempts_made,
               CASE WHEN d.ok THEN 'completed' ELSE 'failed' END AS state,
               CASE WHEN d.ok THEN NULL ELSE d.message END AS message
 ),
@@ -175,34 +181,35 @@ updated AS (
                               THEN coalesce(j.remove_on_fail, $9::integer)
                               ELSE j.remove_on_fail END,
         lease_owner = NULL,
+        lease_token = NULL,
         lease_expires_at = NULL
     FROM input d
-    WHERE j.seq = d.seq AND j.state = 'active' AND j.lease_owner = $7::text
-      AND j.attempts_made = d.attempt
-      AND NOT ((d.ok AND coalesce(j.remove_on_complete, $8::integer) = 0)
-            OR (NOT d.ok AND d.retry_ms < 0 AND coalesce(j.remove_on_fail, $9::integer) = 0))
-    RETURNING j.seq, j.id, j.type, j.attempts_made, j.state,
+    WHERE j.seq = d.seq AND j.lease_token = d.token AND j.state = 'active'
+      AND NOT (d.remove AND (d.ok OR d.retry_ms < 0))
+    RETURNING j.seq, j.id, j.type, j.queue, j.attempts_made, j.state,
               CASE WHEN d.ok THEN NULL ELSE d.message END AS message
 ),
 released AS (
     -- Only the rows neither branch above took, by key: usually none, so no probe at all
     -- (a join on state = 'cancelled' would walk every retained cancelled job).
     UPDATE queue.jobs j
-    SET lease_owner = NULL, lease_expires_at = NULL
+    SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+    FROM input d
     WHERE j.seq = ANY (ARRAY(SELECT seq FROM input
                              EXCEPT ALL SELECT seq FROM removed
                              EXCEPT ALL SELECT seq FROM updated))
-      AND j.state = 'cancelled' AND j.lease_owner = $7::text
+      AND j.seq = d.seq AND j.lease_token = d.token AND j.state = 'cancelled'
     RETURNING j.seq, j.state
 ),
 audit AS (
-    INSERT INTO queue.job_events (job_id, type, state, attempt, message, worker)
-    SELECT id, type, state, attempts_made, message, $7::text FROM removed
+    INSERT INTO queue.job_events (job_id, type, queue, state, attempt, message, worker)
+    SELECT id, type, queue, state, attempts_made, message, $10::text FROM removed
     UNION ALL
-    SELECT id, type, state, attempts_made, message, $7::text FROM updated
+    SELECT id, type, queue, state, attempts_made, message, $10::text FROM updated
 ),
 wake AS (
-    SELECT pg_notify('queue_jobs', '') WHERE EXISTS (SELECT 1 FROM updated WHERE state = 'waiting')
+    SELECT pg_notify('queue_jobs', w.queue)
+    FROM (SELECT DISTINCT queue FROM updated WHERE state = 'waiting') w
 )
 SELECT seq, state::text AS state FROM removed
 UNION ALL
@@ -214,14 +221,15 @@ WHERE (SELECT count(*) FROM wake) >= 0
 
 type JobFinishManyParams struct {
 	Seqs                    []int64
-	Attempts                []int32
+	Tokens                  []int64
 	Ok                      []bool
+	Remove                  []bool
 	Results                 [][]byte
 	Messages                []string
 	RetryMs                 []int64
-	Worker                  string
 	DefaultRemoveOnComplete int32
 	DefaultRemoveOnFail     int32
+	Worker                  string
 }
 
 type JobFinishManyRow struct {
@@ -231,21 +239,23 @@ type JobFinishManyRow struct {
 
 // Records the outcome of many attempts in one statement: completion (ok), retry
 // (retry_ms >= 0: delayed, or waiting when 0) or final failure (retry_ms < 0). Each row
-// is guarded by the state, owner and attempt it expects, so a job that was rescued,
-// cancelled or handed back meanwhile is left alone. A job whose retention is "remove at
-// once" is deleted here instead of updated; a cancelled job whose handler returned only
-// gives up its lease. Returns the jobs that changed, with their new state.
+// is guarded by its claim's token, so a job that was rescued, cancelled, handed back or
+// claimed again meanwhile is left alone. A row marked remove (its retention is "remove at
+// once" and its snapshot is stored) is deleted here instead of updated; a cancelled job
+// whose handler returned only gives up its lease. Returns the jobs that changed, with
+// their new state.
 func (q *Queries) JobFinishMany(ctx context.Context, arg JobFinishManyParams) ([]JobFinishManyRow, error) {
 	rows, err := q.db.Query(ctx, jobFinishMany,
 		arg.Seqs,
-		arg.Attempts,
+		arg.Tokens,
 		arg.Ok,
+		arg.Remove,
 		arg.Results,
 		arg.Messages,
 		arg.RetryMs,
-		arg.Worker,
 		arg.DefaultRemoveOnComplete,
 		arg.DefaultRemoveOnFail,
+		arg.Worker,
 	)
 	if err != nil {
 		return nil, err
@@ -266,46 +276,54 @@ func (q *Queries) JobFinishMany(ctx context.Context, arg JobFinishManyParams) ([
 }
 
 const jobHandBack = `-- name: JobHandBack :many
-WITH back AS (
-    UPDATE queue.jobs
-    SET state = 'waiting', attempts_made = attempts_made - 1, lease_owner = NULL, lease_expires_at = NULL
-    WHERE seq = ANY ($1::bigint[]) AND lease_owner = $2::text AND state = 'active'
-    RETURNING seq, id, type, attempts_made
+WITH input AS (
+    SELECT unnest($1::bigint[]) AS seq, unnest($2::bigint[]) AS token
+),
+back AS (
+    UPDATE queue.jobs j
+    SET state = 'waiting', attempts_made = j.attempts_made - 1,
+        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+    FROM input i
+    WHERE j.seq = i.seq AND j.lease_token = i.token AND j.state = 'active'
+    RETURNING j.seq, j.id, j.type, j.queue, j.attempts_made
 ),
 released AS (
-    UPDATE queue.jobs
-    SET lease_owner = NULL, lease_expires_at = NULL
-    WHERE seq = ANY ($1::bigint[]) AND lease_owner = $2::text AND state = 'cancelled'
-    RETURNING id, type
+    UPDATE queue.jobs j
+    SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+    FROM input i
+    WHERE j.seq = i.seq AND j.lease_token = i.token AND j.state = 'cancelled'
+    RETURNING j.id, j.type, j.queue
 ),
 audit AS (
-    INSERT INTO queue.job_events (job_id, type, state, attempt, message, worker)
-    SELECT id, type, 'waiting', attempts_made, 'handed back at worker shutdown', $2::text FROM back
+    INSERT INTO queue.job_events (job_id, type, queue, state, attempt, message, worker)
+    SELECT id, type, queue, 'waiting', attempts_made, 'handed back at worker shutdown', $3::text FROM back
 ),
 wake AS (
-    SELECT pg_notify('queue_jobs', '') WHERE EXISTS (SELECT 1 FROM back)
+    SELECT pg_notify('queue_jobs', w.queue) FROM (SELECT DISTINCT queue FROM back) w
 )
-SELECT id, type, 'waiting'::text AS state FROM back
+SELECT id, type, queue, 'waiting'::text AS state FROM back
 UNION ALL
-SELECT id, type, 'cancelled'::text FROM released
+SELECT id, type, queue, 'cancelled'::text FROM released
 WHERE (SELECT count(*) FROM wake) >= 0
 `
 
 type JobHandBackParams struct {
 	Seqs   []int64
+	Tokens []int64
 	Worker string
 }
 
 type JobHandBackRow struct {
 	ID    string
 	Type  string
+	Queue string
 	State string
 }
 
 // At shutdown: jobs whose handlers did not finish in time go back to waiting and get
 // their attempt back; cancelled ones just give up the lease.
 func (q *Queries) JobHandBack(ctx context.Context, arg JobHandBackParams) ([]JobHandBackRow, error) {
-	rows, err := q.db.Query(ctx, jobHandBack, arg.Seqs, arg.Worker)
+	rows, err := q.db.Query(ctx, jobHandBack, arg.Seqs, arg.Tokens, arg.Worker)
 	if err != nil {
 		return nil, err
 	}
@@ -313,7 +331,12 @@ func (q *Queries) JobHandBack(ctx context.Context, arg JobHandBackParams) ([]Job
 	items := []JobHandBackRow{}
 	for rows.Next() {
 		var i JobHandBackRow
-		if err := rows.Scan(&i.ID, &i.Type, &i.State); err != nil {
+		if err := rows.Scan(
+			&i.ID,
+			&i.Type,
+			&i.Queue,
+			&i.State,
+		); err != nil {
 			return nil, err
 		}
 		items = append(items, i)
@@ -328,15 +351,18 @@ const jobHeartbeat = `-- name: JobHeartbeat :many
 WITH async_commit AS (
     SELECT set_config('synchronous_commit', 'off', true)
 ),
+input AS (
+    SELECT unnest($1::bigint[]) AS seq, unnest($2::bigint[]) AS token
+),
 beat AS (
     -- SKIP LOCKED: a row being finished (or cancelled) right now is not waited for, so a
     -- heartbeat never deadlocks with a finish; the worker looks such rows up afterwards.
     UPDATE queue.jobs j
-    SET lease_expires_at = now() + $1::bigint * interval '1 millisecond'
-    FROM (SELECT seq FROM queue.jobs
-          WHERE seq = ANY ($2::bigint[]) AND lease_owner = $3::text
-          ORDER BY seq
-          FOR UPDATE SKIP LOCKED) mine
+    SET lease_expires_at = now() + $3::bigint * interval '1 millisecond'
+    FROM (SELECT m.seq FROM queue.jobs m JOIN input i ON m.seq = i.seq AND m.lease_token = i.token
+          WHERE m.lease_expires_at > now()
+          ORDER BY m.seq
+          FOR UPDATE OF m SKIP LOCKED) mine
     WHERE j.seq = mine.seq
     RETURNING j.seq, j.state
 )
@@ -345,9 +371,9 @@ WHERE (SELECT count(*) FROM async_commit) >= 0
 `
 
 type JobHeartbeatParams struct {
-	LeaseMs int64
 	Seqs    []int64
-	Worker  string
+	Tokens  []int64
+	LeaseMs int64
 }
 
 type JobHeartbeatRow struct {
@@ -355,11 +381,13 @@ type JobHeartbeatRow struct {
 	State string
 }
 
-// Extends the lease of the jobs a worker runs. Returns those it still owns with their
-// state: a job missing was rescued away; a cancelled one must stop. A heartbeat lost in a
-// crash costs nothing, so it does not wait for its WAL flush.
+// Extends the leases of the runs a worker holds (each job with its claim's token) and
+// returns those it still holds with their state: a job missing was rescued away or
+// claimed again; a cancelled one must stop. A lease that has expired is never extended:
+// from its expiry the job belongs to the rescuer. A heartbeat lost in a crash costs
+// nothing, so it does not wait for its WAL flush.
 func (q *Queries) JobHeartbeat(ctx context.Context, arg JobHeartbeatParams) ([]JobHeartbeatRow, error) {
-	rows, err := q.db.Query(ctx, jobHeartbeat, arg.LeaseMs, arg.Seqs, arg.Worker)
+	rows, err := q.db.Query(ctx, jobHeartbeat, arg.Seqs, arg.Tokens, arg.LeaseMs)
 	if err != nil {
 		return nil, err
 	}
@@ -379,13 +407,15 @@ func (q *Queries) JobHeartbeat(ctx context.Context, arg JobHeartbeatParams) ([]J
 }
 
 const jobLeaseState = `-- name: JobLeaseState :many
-SELECT seq, state, lease_owner FROM queue.jobs WHERE seq = ANY ($1::bigint[])
+SELECT seq, state, lease_token, lease_expires_at > now() AS unexpired
+FROM queue.jobs WHERE seq = ANY ($1::bigint[])
 `
 
 type JobLeaseStateRow struct {
 	Seq        int64
 	State      string
-	LeaseOwner *string
+	LeaseToken *int64
+	Unexpired  bool
 }
 
 // Who holds the given jobs now, without locking: for rows a heartbeat skipped.
@@ -398,7 +428,12 @@ func (q *Queries) JobLeaseState(ctx context.Context, seqs []int64) ([]JobLeaseSt
 	items := []JobLeaseStateRow{}
 	for rows.Next() {
 		var i JobLeaseStateRow
-		if err := rows.Scan(&i.Seq, &i.State, &i.LeaseOwner); err != nil {
+		if err := rows.Scan(
+			&i.Seq,
+			&i.State,
+			&i.LeaseToken,
+			&i.Unexpired,
+		); err != nil {
 			return nil, err
 		}
 		items = append(items, i)
@@ -412,28 +447,31 @@ func (q *Queries) JobLeaseState(ctx context.Context, seqs []int64) ([]JobLeaseSt
 const jobSetProgress = `-- name: JobSetProgress :exec
 WITH async_commit AS (
     SELECT set_config('synchronous_commit', 'off', true)
+),
+input AS (
+    SELECT unnest($1::bigint[]) AS seq, unnest($2::bigint[]) AS token,
+           unnest($3::integer[]) AS progress
 )
 UPDATE queue.jobs j
 SET progress = p.progress
-FROM (SELECT unnest($1::bigint[]) AS seq, unnest($3::integer[]) AS progress) p
+FROM input p
 WHERE j.seq = p.seq
   -- a row being finished is skipped (its progress no longer matters), never waited for
-  AND j.seq IN (SELECT seq FROM queue.jobs
-                WHERE seq = ANY ($1::bigint[]) AND state = 'active'
-                  AND lease_owner = $2::text
-                FOR UPDATE SKIP LOCKED)
+  AND j.seq IN (SELECT m.seq FROM queue.jobs m JOIN input i ON m.seq = i.seq AND m.lease_token = i.token
+                WHERE m.state = 'active'
+                FOR UPDATE OF m SKIP LOCKED)
   AND (SELECT count(*) FROM async_commit) >= 0
 `
 
 type JobSetProgressParams struct {
 	Seqs     []int64
-	Worker   string
+	Tokens   []int64
 	Progress []int32
 }
 
 // Writes the latest progress of running jobs (coalesced by the worker); like a
 // heartbeat, it need not wait for its WAL flush.
 func (q *Queries) JobSetProgress(ctx context.Context, arg JobSetProgressParams) error {
-	_, err := q.db.Exec(ctx, jobSetProgress, arg.Seqs, arg.Worker, arg.Progress)
+	_, err := q.db.Exec(ctx, jobSetProgress, arg.Seqs, arg.Tokens, arg.Progress)
 	return err
 }

@@ -1,4 +1,4 @@
-package jobs
+package kinds
 
 import (
 	"os"
@@ -26,10 +26,10 @@ func FuzzRelPath(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, p string) {
-		if relPathProblem(p) != "" {
+		if RelPathProblem(p) != "" {
 			return
 		}
-		if strings.ContainsRune(p, 0) || filepath.IsAbs(p) || len(p) > maxPathLen {
+		if strings.ContainsRune(p, 0) || filepath.IsAbs(p) || len(p) > MaxPathLen {
 			t.Fatalf("accepted %q", p)
 		}
 		for _, seg := range strings.Split(strings.ReplaceAll(p, `\`, "/"), "/") {

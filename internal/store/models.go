@@ -2,7 +2,7 @@
 // versions:
 //   sqlc v1.31.1
 
-package db
+package store
 
 import (
 	"time"
@@ -32,12 +32,15 @@ type QueueJob struct {
 	Errors           []byte
 	LeaseOwner       *string
 	LeaseExpiresAt   *time.Time
+	Queue            string
+	LeaseToken       *int64
 }
 
 type QueueJobCount struct {
 	State string
 	Type  string
 	N     int64
+	Queue string
 }
 
 type QueueJobEvent struct {
@@ -49,6 +52,14 @@ type QueueJobEvent struct {
 	Attempt int32
 	Message *string
 	Worker  *string
+	Queue   string
+}
+
+type QueueLeader struct {
+	Name      string
+	Holder    string
+	ElectedAt time.Time
+	ExpiresAt time.Time
 }
 
 type QueueNotification struct {
@@ -63,8 +74,27 @@ type QueueNotification struct {
 	JobID     *string
 }
 
+type QueueQueue struct {
+	Name      string
+	Paused    bool
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
 type QueueQueueState struct {
 	Singleton bool
 	Paused    bool
 	UpdatedAt time.Time
+}
+
+type QueueWorker struct {
+	ID         string
+	Host       string
+	Pid        int32
+	Queues     []byte
+	Types      []string
+	Running    int32
+	StartedAt  time.Time
+	LastSeenAt time.Time
+	ExpiresAt  time.Time
 }

@@ -3,51 +3,15 @@
 //   sqlc v1.31.1
 // source: enqueue.sql
 
-package db
+package store
 
 import (
 	"context"
 	"time"
-
-	"github.com/jackc/pgx/v5/pgtype"
 )
 
-const enqueue = `-- name: Enqueue :one
-SELECT queue.enqueue(
-    $1::text, $2::jsonb, $3::integer,
-    $4::interval, $5::integer, $6::text,
-    $7::jsonb
-)::text AS id
-`
-
-type EnqueueParams struct {
-	Type     string
-	Data     []byte
-	Priority int32
-	Delay    pgtype.Interval
-	Attempts int32
-	JobID    *string
-	Options  []byte
-}
-
-// queue.enqueue from Go, for applications that use this package with their own pgx.Tx.
-func (q *Queries) Enqueue(ctx context.Context, arg EnqueueParams) (string, error) {
-	row := q.db.QueryRow(ctx, enqueue,
-		arg.Type,
-		arg.Data,
-		arg.Priority,
-		arg.Delay,
-		arg.Attempts,
-		arg.JobID,
-		arg.Options,
-	)
-	var id string
-	err := row.Scan(&id)
-	return id, err
-}
-
 const jobGetByID = `-- name: JobGetByID :one
-SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at FROM queue.jobs WHERE id = $1
+SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token FROM queue.jobs WHERE id = $1
 `
 
 func (q *Queries) JobGetByID(ctx context.Context, id string) (QueueJob, error) {
@@ -77,12 +41,14 @@ func (q *Queries) JobGetByID(ctx context.Context, id string) (QueueJob, error) {
 		&i.Errors,
 		&i.LeaseOwner,
 		&i.LeaseExpiresAt,
+		&i.Queue,
+		&i.LeaseToken,
 	)
 	return i, err
 }
 
 const jobGetManyByID = `-- name: JobGetManyByID :many
-SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at FROM queue.jobs WHERE id = ANY($1::text[])
+SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token FROM queue.jobs WHERE id = ANY($1::text[])
 `
 
 func (q *Queries) JobGetManyByID(ctx context.Context, ids []string) ([]QueueJob, error) {
@@ -118,6 +84,58 @@ func (q *Queries) JobGetManyByID(ctx context.Context, ids []string) ([]QueueJob,
 			&i.Errors,
 			&i.LeaseOwner,
 			&i.LeaseExpiresAt,
+			&i.Queue,
+			&i.LeaseToken,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const jobGetManyBySeq = `-- name: JobGetManyBySeq :many
+SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token FROM queue.jobs WHERE seq = ANY($1::bigint[])
+`
+
+func (q *Queries) JobGetManyBySeq(ctx context.Context, seqs []int64) ([]QueueJob, error) {
+	rows, err := q.db.Query(ctx, jobGetManyBySeq, seqs)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []QueueJob{}
+	for rows.Next() {
+		var i QueueJob
+		if err := rows.Scan(
+			&i.Seq,
+			&i.ID,
+			&i.Type,
+			&i.State,
+			&i.Priority,
+			&i.Data,
+			&i.Result,
+			&i.Progress,
+			&i.AttemptsMade,
+			&i.MaxAttempts,
+			&i.BackoffType,
+			&i.BackoffDelayMs,
+			&i.TimeoutMs,
+			&i.RemoveOnComplete,
+			&i.RemoveOnFail,
+			&i.RunAt,
+			&i.CreatedAt,
+			&i.StartedAt,
+			&i.FinishedAt,
+			&i.Error,
+			&i.Errors,
+			&i.LeaseOwner,
+			&i.LeaseExpiresAt,
+			&i.Queue,
+			&i.LeaseToken,
 		); err != nil {
 			return nil, err
 		}
@@ -132,25 +150,26 @@ func (q *Queries) JobGetManyByID(ctx context.Context, ids []string) ([]QueueJob,
 const jobInsertMany = `-- name: JobInsertMany :many
 WITH input AS MATERIALIZED (
     -- unnest walks each array once; subscripting text arrays row by row is quadratic.
-    SELECT nextval('queue.job_seq') AS seq, u.type, u.data, u.priority, u.delay_ms, u.max_attempts, u.job_id, u.backoff_type, u.backoff_delay_ms, u.timeout_ms, u.remove_on_complete, u.remove_on_fail
+    SELECT nextval('queue.job_seq') AS seq, u.type, u.queue, u.data, u.priority, u.delay_ms, u.max_attempts, u.job_id, u.backoff_type, u.backoff_delay_ms, u.timeout_ms, u.remove_on_complete, u.remove_on_fail
     FROM (
         SELECT unnest($1::text[]) AS type,
-               unnest($2::jsonb[]) AS data,
-               unnest($3::integer[]) AS priority,
-               unnest($4::bigint[]) AS delay_ms,
-               unnest($5::integer[]) AS max_attempts,
-               unnest($6::text[]) AS job_id,
-               unnest($7::text[]) AS backoff_type,
-               unnest($8::integer[]) AS backoff_delay_ms,
-               unnest($9::integer[]) AS timeout_ms,
-               unnest($10::integer[]) AS remove_on_complete,
-               unnest($11::integer[]) AS remove_on_fail
+               unnest($2::text[]) AS queue,
+               unnest($3::jsonb[]) AS data,
+               unnest($4::integer[]) AS priority,
+               unnest($5::bigint[]) AS delay_ms,
+               unnest($6::integer[]) AS max_attempts,
+               unnest($7::text[]) AS job_id,
+               unnest($8::text[]) AS backoff_type,
+               unnest($9::integer[]) AS backoff_delay_ms,
+               unnest($10::integer[]) AS timeout_ms,
+               unnest($11::integer[]) AS remove_on_complete,
+               unnest($12::integer[]) AS remove_on_fail
     ) u
 ),
 inserted AS (
-    INSERT INTO queue.jobs (seq, id, type, state, priority, data, max_attempts, backoff_type,
+    INSERT INTO queue.jobs (seq, id, type, queue, state, priority, data, max_attempts, backoff_type,
                             backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at)
-    SELECT i.seq, coalesce(nullif(i.job_id, ''), i.seq::text), i.type,
+    SELECT i.seq, coalesce(nullif(i.job_id, ''), i.seq::text), i.type, i.queue,
            CASE WHEN i.delay_ms > 0 THEN 'delayed' ELSE 'waiting' END,
            i.priority, i.data, i.max_attempts, i.backoff_type, i.backoff_delay_ms,
            nullif(i.timeout_ms, 0), nullif(i.remove_on_complete, -2), nullif(i.remove_on_fail, -2),
@@ -160,16 +179,18 @@ inserted AS (
     ON CONFLICT (id) DO NOTHING
     -- Only what the client cannot know; it fills in the rest from its own arrays (a
     -- thousand full rows cost a tenth of the statement to build, send and decode).
-    RETURNING seq, id, type, state, data, created_at, run_at
+    RETURNING seq, id, type, queue, state, data, created_at, run_at
 ),
 audit AS (
-    INSERT INTO queue.job_events (job_id, type, state, attempt)
-    SELECT id, type, state, 0 FROM inserted
+    INSERT INTO queue.job_events (job_id, type, queue, state, attempt)
+    SELECT id, type, queue, state, 0 FROM inserted
 ),
 wake AS (
     -- Only inside a caller's transaction; otherwise the client notifies after commit.
-    SELECT pg_notify('queue_jobs', '')
-    WHERE $12::boolean AND EXISTS (SELECT 1 FROM inserted WHERE state = 'waiting')
+    -- One notification per queue that gained a runnable job.
+    SELECT pg_notify('queue_jobs', w.queue)
+    FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'waiting') w
+    WHERE $13::boolean
 )
 SELECT seq, id, state, data, created_at, run_at FROM inserted
 WHERE (SELECT count(*) FROM wake) >= 0
@@ -178,6 +199,7 @@ ORDER BY seq
 
 type JobInsertManyParams struct {
 	Types             []string
+	Queues            []string
 	Data              [][]byte
 	Priorities        []int32
 	DelaysMs          []int64
@@ -202,11 +224,12 @@ type JobInsertManyRow struct {
 
 // Inserts many jobs in one statement with their first audit rows. A job whose id exists
 // already is skipped (the caller reads it back). Sequence numbers are drawn in input
-// order, so the rows come back in input order (skipped ones missing). Sentinels stand for "not given", since
-// array elements cannot be NULL here: ” job id, 0 timeout, -2 retention.
+// order, so the rows come back in input order (skipped ones missing). Sentinels stand for
+// "not given", since array elements cannot be NULL here: an empty job id, 0 timeout, -2 retention.
 func (q *Queries) JobInsertMany(ctx context.Context, arg JobInsertManyParams) ([]JobInsertManyRow, error) {
 	rows, err := q.db.Query(ctx, jobInsertMany,
 		arg.Types,
+		arg.Queues,
 		arg.Data,
 		arg.Priorities,
 		arg.DelaysMs,
@@ -246,34 +269,36 @@ func (q *Queries) JobInsertMany(ctx context.Context, arg JobInsertManyParams) ([
 
 const jobInsertOne = `-- name: JobInsertOne :many
 WITH inserted AS (
-    INSERT INTO queue.jobs (seq, id, type, state, priority, data, max_attempts, backoff_type,
+    INSERT INTO queue.jobs (seq, id, type, queue, state, priority, data, max_attempts, backoff_type,
                             backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at)
     SELECT s.seq, coalesce($1::text, s.seq::text), $2::text,
-           CASE WHEN $3::bigint > 0 THEN 'delayed' ELSE 'waiting' END,
-           $4::integer, $5::jsonb, $6::integer,
-           $7::text, $8::integer,
-           $9::integer, $10::integer,
-           $11::integer,
-           now() + $3::bigint * interval '1 millisecond'
+           $3::text,
+           CASE WHEN $4::bigint > 0 THEN 'delayed' ELSE 'waiting' END,
+           $5::integer, $6::jsonb, $7::integer,
+           $8::text, $9::integer,
+           $10::integer, $11::integer,
+           $12::integer,
+           now() + $4::bigint * interval '1 millisecond'
     FROM (SELECT nextval('queue.job_seq') AS seq) s
     ON CONFLICT (id) DO NOTHING
-    RETURNING seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at
+    RETURNING seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token
 ),
 audit AS (
-    INSERT INTO queue.job_events (job_id, type, state, attempt)
-    SELECT id, type, state, 0 FROM inserted
+    INSERT INTO queue.job_events (job_id, type, queue, state, attempt)
+    SELECT id, type, queue, state, 0 FROM inserted
 ),
 wake AS (
-    SELECT pg_notify('queue_jobs', '')
-    WHERE $12::boolean AND EXISTS (SELECT 1 FROM inserted WHERE state = 'waiting')
+    SELECT pg_notify('queue_jobs', queue) FROM inserted
+    WHERE $13::boolean AND state = 'waiting'
 )
-SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at FROM inserted
+SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token FROM inserted
 WHERE (SELECT count(*) FROM wake) >= 0
 `
 
 type JobInsertOneParams struct {
 	JobID            *string
 	Type             string
+	Queue            string
 	DelayMs          int64
 	Priority         int32
 	Data             []byte
@@ -310,6 +335,8 @@ type JobInsertOneRow struct {
 	Errors           []byte
 	LeaseOwner       *string
 	LeaseExpiresAt   *time.Time
+	Queue            string
+	LeaseToken       *int64
 }
 
 // JobInsertMany for one job, with scalar parameters: no arrays to build, unnest and
@@ -320,6 +347,7 @@ func (q *Queries) JobInsertOne(ctx context.Context, arg JobInsertOneParams) ([]J
 	rows, err := q.db.Query(ctx, jobInsertOne,
 		arg.JobID,
 		arg.Type,
+		arg.Queue,
 		arg.DelayMs,
 		arg.Priority,
 		arg.Data,
@@ -362,6 +390,8 @@ func (q *Queries) JobInsertOne(ctx context.Context, arg JobInsertOneParams) ([]J
 			&i.Errors,
 			&i.LeaseOwner,
 			&i.LeaseExpiresAt,
+			&i.Queue,
+			&i.LeaseToken,
 		); err != nil {
 			return nil, err
 		}
@@ -373,22 +403,12 @@ func (q *Queries) JobInsertOne(ctx context.Context, arg JobInsertOneParams) ([]J
 	return items, nil
 }
 
-const jobTypes = `-- name: JobTypes :one
-SELECT queue.job_types()::text[] AS types
-`
-
-func (q *Queries) JobTypes(ctx context.Context) ([]string, error) {
-	row := q.db.QueryRow(ctx, jobTypes)
-	var types []string
-	err := row.Scan(&types)
-	return types, err
-}
-
 const queueNotify = `-- name: QueueNotify :exec
-SELECT pg_notify('queue_jobs', '')
+SELECT pg_notify('queue_jobs', $1::text)
 `
 
-func (q *Queries) QueueNotify(ctx context.Context) error {
-	_, err := q.db.Exec(ctx, queueNotify)
+// Wakes the workers of one queue (an empty name wakes every queue).
+func (q *Queries) QueueNotify(ctx context.Context, queue string) error {
+	_, err := q.db.Exec(ctx, queueNotify, queue)
 	return err
 }

@@ -2,54 +2,60 @@
 // versions:
 //   sqlc v1.31.1
 
-package db
+package store
 
 import (
 	"context"
 )
 
 type Querier interface {
-	// queue.enqueue from Go, for applications that use this package with their own pgx.Tx.
-	Enqueue(ctx context.Context, arg EnqueueParams) (string, error)
 	// Cancels a waiting, delayed or active job. An active job keeps its lease until its
 	// handler returns; its worker learns of the cancel through queue_cancel (and, should the
 	// notification be lost, through its next heartbeat).
 	JobCancel(ctx context.Context, id string) (JobCancelRow, error)
-	// Claims up to max runnable jobs for a worker, in the exact order of jobs_claim_idx,
-	// unless the queue is paused. The CTE is a fence: the UPDATE touches only the rows the
-	// LIMIT picked. The claim commits without waiting for its WAL flush: a claim lost in a
-	// crash only leaves the job waiting, to be claimed again (DESIGN.md).
+	// Claims up to max runnable jobs of one queue for a worker, in the exact order of
+	// jobs_claim_idx (queue, priority DESC, run_at, seq), unless the queue or everything is
+	// paused. The CTE is a fence: the UPDATE touches only the rows the LIMIT picked. Each
+	// claim gets a token of its own that the run's later statements must present. The claim
+	// commits durably: a handler must never start on a claim that a crash could undo, or a
+	// second worker could claim and run the job at the same time.
 	JobClaim(ctx context.Context, arg JobClaimParams) ([]JobClaimRow, error)
 	// One bounded batch of clean: finished jobs of the given states that finished before
 	// now - older_than, oldest first, skipping rows a worker holds and cancelled jobs whose
 	// handler still runs. Returns the removed ids so cached results can be dropped.
 	JobCleanFinished(ctx context.Context, arg JobCleanFinishedParams) ([]string, error)
-	// Exact counts from the deltas that triggers append (migration 00004), not a table scan.
-	JobCountByStateAndType(ctx context.Context) ([]JobCountByStateAndTypeRow, error)
-	// Folds the appended deltas into one row per (state, type), so stats stay a tiny sum.
+	// Exact counts by queue, state and type from the deltas that triggers append to
+	// queue.job_counts, not a table scan.
+	JobCounts(ctx context.Context) ([]JobCountsRow, error)
+	// Folds the appended deltas into one row per (queue, state, type), so stats stay a tiny
+	// sum.
 	JobCountsCompact(ctx context.Context) error
 	// Audit rows older than the retention, oldest first, in bounded batches.
 	JobEventsTrim(ctx context.Context, arg JobEventsTrimParams) (int64, error)
 	// Records the outcome of many attempts in one statement: completion (ok), retry
 	// (retry_ms >= 0: delayed, or waiting when 0) or final failure (retry_ms < 0). Each row
-	// is guarded by the state, owner and attempt it expects, so a job that was rescued,
-	// cancelled or handed back meanwhile is left alone. A job whose retention is "remove at
-	// once" is deleted here instead of updated; a cancelled job whose handler returned only
-	// gives up its lease. Returns the jobs that changed, with their new state.
+	// is guarded by its claim's token, so a job that was rescued, cancelled, handed back or
+	// claimed again meanwhile is left alone. A row marked remove (its retention is "remove at
+	// once" and its snapshot is stored) is deleted here instead of updated; a cancelled job
+	// whose handler returned only gives up its lease. Returns the jobs that changed, with
+	// their new state.
 	JobFinishMany(ctx context.Context, arg JobFinishManyParams) ([]JobFinishManyRow, error)
 	JobGetByID(ctx context.Context, id string) (QueueJob, error)
 	JobGetManyByID(ctx context.Context, ids []string) ([]QueueJob, error)
+	JobGetManyBySeq(ctx context.Context, seqs []int64) ([]QueueJob, error)
 	// At shutdown: jobs whose handlers did not finish in time go back to waiting and get
 	// their attempt back; cancelled ones just give up the lease.
 	JobHandBack(ctx context.Context, arg JobHandBackParams) ([]JobHandBackRow, error)
-	// Extends the lease of the jobs a worker runs. Returns those it still owns with their
-	// state: a job missing was rescued away; a cancelled one must stop. A heartbeat lost in a
-	// crash costs nothing, so it does not wait for its WAL flush.
+	// Extends the leases of the runs a worker holds (each job with its claim's token) and
+	// returns those it still holds with their state: a job missing was rescued away or
+	// claimed again; a cancelled one must stop. A lease that has expired is never extended:
+	// from its expiry the job belongs to the rescuer. A heartbeat lost in a crash costs
+	// nothing, so it does not wait for its WAL flush.
 	JobHeartbeat(ctx context.Context, arg JobHeartbeatParams) ([]JobHeartbeatRow, error)
 	// Inserts many jobs in one statement with their first audit rows. A job whose id exists
 	// already is skipped (the caller reads it back). Sequence numbers are drawn in input
-	// order, so the rows come back in input order (skipped ones missing). Sentinels stand for "not given", since
-	// array elements cannot be NULL here: '' job id, 0 timeout, -2 retention.
+	// order, so the rows come back in input order (skipped ones missing). Sentinels stand for
+	// "not given", since array elements cannot be NULL here: an empty job id, 0 timeout, -2 retention.
 	JobInsertMany(ctx context.Context, arg JobInsertManyParams) ([]JobInsertManyRow, error)
 	// JobInsertMany for one job, with scalar parameters: no arrays to build, unnest and
 	// materialize. A single enqueue is the common call (API submit, single-job clients), and
@@ -81,28 +87,54 @@ type Querier interface {
 	// heartbeat, it need not wait for its WAL flush.
 	JobSetProgress(ctx context.Context, arg JobSetProgressParams) error
 	// Retention of finished jobs of one state, oldest first from a cursor the leader keeps:
-	// removes those whose retention is 0 (remove at once: cancelled jobs, jobs finished by a
-	// rescue) and those with N newer finished jobs of the same state (keep the N most
-	// recent). A NULL retention takes the defaults; a cancelled job whose handler still runs
-	// waits. It returns where this batch ended, the oldest row it kept that may go later
-	// (the next pass starts there), and the database clock.
-	// The epoch and seq 0 stand for "none".
-	JobTrimFinished(ctx context.Context, arg JobTrimFinishedParams) (JobTrimFinishedRow, error)
-	JobTypes(ctx context.Context) ([]string, error)
-	// Background passes, run by one leader worker at a time, each in bounded batches.
-	MaintenanceTryLead(ctx context.Context, key int64) (bool, error)
-	MaintenanceUnlock(ctx context.Context, key int64) error
+	// judges up to max rows. A row is doomed when its retention is 0 (remove at once:
+	// cancelled jobs, jobs finished by a rescue, jobs whose snapshot could not be stored
+	// when they finished) or when N newer finished jobs of the same state exist (keep the N
+	// most recent). A NULL retention takes the defaults; a cancelled job whose handler still
+	// runs is never doomed. Nothing is deleted here: the leader first makes sure each doomed
+	// job's snapshot is stored (JobTrimDelete).
+	JobTrimCandidates(ctx context.Context, arg JobTrimCandidatesParams) ([]JobTrimCandidatesRow, error)
+	// Deletes doomed finished jobs of one state, checking again that each is still in that
+	// state and idle, and that the caller still leads.
+	// = ANY(array) walks the primary key; a join here tends to hash the whole table.
+	JobTrimDelete(ctx context.Context, arg JobTrimDeleteParams) ([]int64, error)
+	// Background passes, run by the one maintenance leader at a time, each in bounded
+	// batches. Every statement that changes jobs checks, in itself, that its caller still
+	// holds an unexpired leader lease: a leader that froze and woke up after losing the lease
+	// changes nothing.
+	// Takes the lease when it is free or expired, renews it when the caller holds it and it
+	// has not expired, and otherwise changes nothing. Returns the holder and the expiry as
+	// they are now (the caller leads when the holder is itself), and the database clock.
+	LeaderElect(ctx context.Context, arg LeaderElectParams) (LeaderElectRow, error)
+	// Gives the lease up at once (graceful stop), so another worker need not wait it out.
+	LeaderResign(ctx context.Context, arg LeaderResignParams) error
 	NotificationInsert(ctx context.Context, arg NotificationInsertParams) (QueueNotification, error)
 	// A user's notifications newest first, from after the keyset cursor (created_at, id) when
 	// one is given.
 	NotificationList(ctx context.Context, arg NotificationListParams) ([]QueueNotification, error)
 	// Idempotent: a notification read twice keeps its first read time.
 	NotificationMarkRead(ctx context.Context, id int64) (QueueNotification, error)
-	QueueNotify(ctx context.Context) error
+	// Wakes the workers of one queue (an empty name wakes every queue).
+	QueueNotify(ctx context.Context, queue string) error
 	QueuePaused(ctx context.Context) (bool, error)
-	// Operations of the API on one job or on the whole queue.
-	// Pausing stops every claim at once (the claim reads this row); resuming wakes workers.
+	// Operations of the API on one job, on one queue or on everything.
+	// Pausing stops every claim of every queue at once (the claim reads this row); resuming
+	// wakes the workers.
 	QueueSetPaused(ctx context.Context, paused bool) (bool, error)
+	// Pauses or resumes one queue (its settings row is created on first use); resuming wakes
+	// that queue's workers.
+	QueueSetPausedOne(ctx context.Context, arg QueueSetPausedOneParams) (QueueSetPausedOneRow, error)
+	// Every queue that has a settings row.
+	QueueSettings(ctx context.Context) ([]QueueQueue, error)
+	// A worker's graceful stop.
+	WorkerGone(ctx context.Context, id string) error
+	// Live workers (seen within their last three heartbeats), oldest first.
+	WorkerList(ctx context.Context) ([]WorkerListRow, error)
+	// A worker's heartbeat in the registry of live workers: inserted at start, refreshed on
+	// every tick. It counts as gone once expires_at passes.
+	WorkerSeen(ctx context.Context, arg WorkerSeenParams) error
+	// The leader forgets workers that stopped heartbeating.
+	WorkersExpire(ctx context.Context) (int64, error)
 }
 
 var _ Querier = (*Queries)(nil)
