@@ -194,11 +194,11 @@ released AS (
     -- (a join on state = 'cancelled' would walk every retained cancelled job).
     UPDATE queue.jobs j
     SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-    FROM input d
     WHERE j.seq = ANY (ARRAY(SELECT seq FROM input
                              EXCEPT ALL SELECT seq FROM removed
                              EXCEPT ALL SELECT seq FROM updated))
-      AND j.seq = d.seq AND j.lease_token = d.token AND j.state = 'cancelled'
+      AND j.state = 'cancelled'
+      AND j.lease_token = (SELECT d.token FROM input d WHERE d.seq = j.seq LIMIT 1)
     RETURNING j.seq, j.state
 ),
 audit AS (
@@ -407,7 +407,7 @@ func (q *Queries) JobHeartbeat(ctx context.Context, arg JobHeartbeatParams) ([]J
 }
 
 const jobLeaseState = `-- name: JobLeaseState :many
-SELECT seq, state, lease_token, lease_expires_at > now() AS unexpired
+SELECT seq, state, lease_token, coalesce(lease_expires_at > now(), false)::boolean AS unexpired
 FROM queue.jobs WHERE seq = ANY ($1::bigint[])
 `
 

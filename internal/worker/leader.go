@@ -93,6 +93,11 @@ func (w *Worker) maintain(ctx context.Context, m *queue.Maintenance, lastEventsT
 	if _, err := m.ExpireWorkers(ctx); err != nil {
 		return err
 	}
+	if analyzed, err := m.AnalyzeIfNeeded(ctx); err != nil {
+		return err
+	} else if analyzed {
+		w.log.Debug("analyzed queue.jobs")
+	}
 	if vacuumed, err := m.VacuumIfNeeded(ctx); err != nil {
 		return err
 	} else if len(vacuumed) > 0 {

@@ -100,11 +100,11 @@ released AS (
     -- (a join on state = 'cancelled' would walk every retained cancelled job).
     UPDATE queue.jobs j
     SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-    FROM input d
     WHERE j.seq = ANY (ARRAY(SELECT seq FROM input
                              EXCEPT ALL SELECT seq FROM removed
                              EXCEPT ALL SELECT seq FROM updated))
-      AND j.seq = d.seq AND j.lease_token = d.token AND j.state = 'cancelled'
+      AND j.state = 'cancelled'
+      AND j.lease_token = (SELECT d.token FROM input d WHERE d.seq = j.seq LIMIT 1)
     RETURNING j.seq, j.state
 ),
 audit AS (
@@ -206,5 +206,5 @@ WHERE (SELECT count(*) FROM wake) >= 0;
 
 -- name: JobLeaseState :many
 -- Who holds the given jobs now, without locking: for rows a heartbeat skipped.
-SELECT seq, state, lease_token, lease_expires_at > now() AS unexpired
+SELECT seq, state, lease_token, coalesce(lease_expires_at > now(), false)::boolean AS unexpired
 FROM queue.jobs WHERE seq = ANY (sqlc.arg(seqs)::bigint[]);
