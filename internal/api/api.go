@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgqueue/queue/internal/queue"
+	"github.com/pgqueue/queue/internal/results"
 )
 
 // ResultCache holds snapshots of finished jobs, so that GET answers for a job that
@@ -27,16 +28,11 @@ type ResultCache interface {
 	Forget(ctx context.Context, ids []string) error
 }
 
-// Event is one message of GET /api/queue/events.
-type Event struct {
-	Kind     string // EventJob or EventProgress
-	ID       string
-	Type     string // also set on progress events, for the type filter
-	Queue    string // also set on progress events, for the queue filter
-	State    string // job events
-	Progress int    // progress events
-	At       time.Time
-}
+// Event is one job event: a state a job entered, or its progress (results.Event).
+type Event = results.Event
+
+// EventFilter selects events by job id, type and queue; empty fields match anything.
+type EventFilter = results.Filter
 
 // Event kinds, the SSE event names.
 const (
@@ -47,10 +43,10 @@ const (
 // EventSource feeds GET /api/queue/events and wakes `wait` (Redis pub/sub in
 // internal/results).
 type EventSource interface {
-	// Subscribe delivers the events of one job id and/or type ("" = any) until ctx
-	// ends. The source closes the channel when it cannot keep up with this subscriber
-	// (a slow client is disconnected) or when it stops; the stream then ends.
-	Subscribe(ctx context.Context, id, jobType string) (<-chan Event, error)
+	// Subscribe delivers the events f selects, in batches, until cancel is called. The
+	// source closes the channel when this subscriber falls too far behind (a slow
+	// client is disconnected) or when it stops; the stream then ends.
+	Subscribe(f EventFilter) (events <-chan []Event, cancel func())
 	// Live reports whether the subscription is confirmed; while it is not, events may be
 	// missed and `wait` polls Postgres instead.
 	Live() bool
@@ -146,7 +142,7 @@ func New(d Deps) (*Server, error) {
 		val:     validator{client: d.Client},
 		limiter: newSubmitLimiter(d.RateLimitSubmit),
 		keys:    newKeyring(d.APIKeys),
-		streams: &streamLimiter{max: int64(d.MaxStreams)},
+		streams: newStreamLimiter(d.MaxStreams),
 		stop:    make(chan struct{}),
 	}
 	s.metrics = newMetrics(d.Stats, s.streams)
@@ -209,7 +205,7 @@ func (s *Server) routes() error {
 	e.GET("/api/ready", s.ready)
 	e.GET("/api/openapi.json", s.serveOpenAPI)
 
-	api := e.Group("/api", s.authenticate)
+	api := e.Group("/api", s.authenticate, cleanInput)
 	q := api.Group("/queue")
 	q.POST("/jobs", s.rateLimit, handle(s.submit))
 	q.POST("/jobs/bulk", s.rateLimit, handle(s.submitBulk))

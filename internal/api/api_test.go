@@ -420,7 +420,10 @@ func TestGetJob(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.status, string(r.body))
 	require.Equal(t, "completed", r.json(t)["state"])
 
-	// ...until clean (or DELETE) removes it.
+	// ...until DELETE (or clean) removes it: DELETE of a job retention removed is 204 and
+	// purges its cached copy, so GET is 404 again, and a second DELETE finds nothing.
+	require.Equal(t, http.StatusNoContent, e.do("DELETE", "/api/queue/jobs/"+id, nil).status)
+	e.requireError(e.do("GET", "/api/queue/jobs/"+id, nil), http.StatusNotFound, "not_found")
 	e.requireError(e.do("DELETE", "/api/queue/jobs/"+id, nil), http.StatusNotFound, "not_found")
 	other := e.submitEmail()
 	o, err := e.client.Get(context.Background(), other)

@@ -120,6 +120,11 @@ func decodeInt64(raw json.RawMessage, field string, v *queue.ValidationError) *i
 	if isNull(raw) {
 		return nil
 	}
+	// A JSON number only: json.Number would also take "5", a string.
+	if t := bytes.TrimSpace(raw); len(t) == 0 || (t[0] != '-' && (t[0] < '0' || t[0] > '9')) {
+		v.Add(field, "must be an integer")
+		return nil
+	}
 	var n json.Number
 	d := json.NewDecoder(bytes.NewReader(raw))
 	d.UseNumber()

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"slices"
@@ -159,12 +160,6 @@ func (s *Server) cached(ctx context.Context, c *gin.Context, id string) (queue.J
 	return job, nil
 }
 
-// listResponse is the body of GET /api/queue/jobs; nextCursor is null on the last page.
-type listResponse struct {
-	Jobs       []queue.Job `json:"jobs"`
-	NextCursor *string     `json:"nextCursor"`
-}
-
 func (s *Server) list(c *gin.Context) error {
 	v := &queue.ValidationError{}
 	f := queue.ListFilter{State: c.Query("state"), Type: c.Query("type"), Queue: c.Query("queue"), Cursor: c.Query("cursor")}
@@ -184,24 +179,77 @@ func (s *Server) list(c *gin.Context) error {
 	if err := v.Err(); err != nil {
 		return err
 	}
-	page, err := s.deps.Client.List(c.Request.Context(), f)
+	return s.streamPage(c, f)
+}
+
+// streamPage writes a page of jobs as they come from Postgres, one encoded job at a
+// time, so that the page's size, not the jobs', bounds the memory a request takes. The
+// page stops at MaxPageBytes of JSON (its nextCursor goes on from there). Errors before
+// the first job get a normal error answer; after it, the connection is cut, so a client
+// never takes a truncated page for a whole one.
+func (s *Server) streamPage(c *gin.Context, f queue.ListFilter) error {
+	w := c.Writer
+	written, started := 0, false
+	var encodeErr error
+	next, err := s.deps.Client.ListScan(c.Request.Context(), f, func(j *queue.Job) bool {
+		b, err := json.Marshal(j)
+		if err != nil {
+			encodeErr = err
+			return false
+		}
+		if written > 0 && written+len(b)+1 > queue.MaxPageBytes {
+			return false
+		}
+		if !started {
+			started = true
+			w.Header().Set("Content-Type", "application/json; charset=utf-8")
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.WriteString(`{"jobs":[`)
+		} else {
+			_, _ = w.WriteString(",")
+		}
+		_, werr := w.Write(b)
+		written += len(b) + 1
+		return werr == nil
+	})
+	if err == nil {
+		err = encodeErr
+	}
 	if errors.Is(err, queue.ErrBadCursor) {
 		return validation(Detail{Field: "cursor", Message: "is not a cursor this API returned"})
 	}
 	if err != nil {
+		if started {
+			logger(c).Error("listing jobs failed mid-page; the answer is cut off", "err", err)
+			panic(http.ErrAbortHandler)
+		}
 		return err
 	}
-	resp := listResponse{Jobs: page.Jobs}
-	if page.NextCursor != "" {
-		resp.NextCursor = &page.NextCursor
+	if !started {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.WriteString(`{"jobs":[`)
 	}
-	c.JSON(http.StatusOK, resp)
+	cursor := []byte("null")
+	if next != "" {
+		cursor, _ = json.Marshal(next)
+	}
+	_, _ = w.WriteString(`],"nextCursor":` + string(cursor) + "}")
 	return nil
 }
 
 func (s *Server) remove(c *gin.Context) error {
-	id := c.Param("id")
-	if err := s.deps.Client.Remove(c.Request.Context(), id); err != nil {
+	ctx, id := c.Request.Context(), c.Param("id")
+	err := s.deps.Client.Remove(ctx, id)
+	if errors.Is(err, queue.ErrNotFound) {
+		// Retention may have removed the job already: its cached copy goes too, so a
+		// later GET is 404 as after any DELETE.
+		if _, cerr := s.cached(ctx, c, id); cerr != nil {
+			return err
+		}
+		err = nil
+	}
+	if err != nil {
 		return err
 	}
 	s.metrics.operations.WithLabelValues("remove").Inc()

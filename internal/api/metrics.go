@@ -58,7 +58,7 @@ func newMetrics(stats func(context.Context) (queue.Stats, error), streams *strea
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "queue_api_open_streams",
 			Help: "Open wait and event streams (limited by MAX_STREAMS).",
-		}, func() float64 { return float64(streams.open.Load()) }),
+		}, func() float64 { return float64(streams.inUse()) }),
 		&queueCollector{stats: stats},
 	)
 	return m

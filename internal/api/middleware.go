@@ -12,8 +12,11 @@ import (
 	"runtime/debug"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/pgqueue/queue/internal/queue"
 )
 
 // Keys of values the middleware stores in the gin context.
@@ -71,6 +74,9 @@ func (s *Server) requestLog(c *gin.Context) {
 func (s *Server) recoverPanics(c *gin.Context) {
 	defer func() {
 		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p) // a deliberate cut of the connection, for net/http to carry out
+			}
 			logger(c).Error("handler panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 			respondError(c, fmt.Errorf("panic: %v", p))
 		}
@@ -143,15 +149,46 @@ func (s *Server) authenticate(c *gin.Context) {
 	c.Set(ctxAPIKey, i)
 }
 
-// rateLimit allows RATE_LIMIT_SUBMIT submission requests per second per client: the API
-// key when keys are set, else the client address (X-Forwarded-For only from
-// TRUSTED_PROXIES).
-func (s *Server) rateLimit(c *gin.Context) {
-	client := "ip:" + c.ClientIP()
+// clientKey names the client for per-client limits: the API key when keys are set, else
+// the client address (X-Forwarded-For only from TRUSTED_PROXIES).
+func clientKey(c *gin.Context) string {
 	if i, ok := c.Get(ctxAPIKey); ok {
-		client = fmt.Sprintf("key:%d", i)
+		return fmt.Sprintf("key:%d", i)
 	}
-	if ok, retryAfter := s.limiter.allow(client); !ok {
+	return "ip:" + c.ClientIP()
+}
+
+// rateLimit allows RATE_LIMIT_SUBMIT submission requests per second per client.
+func (s *Server) rateLimit(c *gin.Context) {
+	if ok, retryAfter := s.limiter.allow(clientKey(c)); !ok {
 		respondError(c, errRateLimited(retryAfter))
+	}
+}
+
+// cleanInput refuses a path segment or query value (or key) that holds NUL or is not
+// valid UTF-8: no id, type or cursor can, and Postgres would refuse it with an error
+// that is not the client's to see.
+func cleanInput(c *gin.Context) {
+	bad := func(s string) bool { return !utf8.ValidString(s) || strings.ContainsRune(s, 0) }
+	v := &queue.ValidationError{}
+	for _, p := range c.Params {
+		if bad(p.Value) {
+			v.Add(p.Key, "must be valid UTF-8 without NUL")
+		}
+	}
+	for key, values := range c.Request.URL.Query() {
+		if bad(key) {
+			v.Add("query", "parameter names must be valid UTF-8 without NUL")
+			continue
+		}
+		for _, val := range values {
+			if bad(val) {
+				v.Add(key, "must be valid UTF-8 without NUL")
+				break
+			}
+		}
+	}
+	if err := v.Err(); err != nil {
+		respondError(c, err)
 	}
 }

@@ -60,39 +60,16 @@ func (c resultCache) Forget(ctx context.Context, ids []string) error {
 
 type hubSource struct{ h *results.Hub }
 
-// subscriberBuffer is how far a stream may fall behind before it is cut off: roomy
-// enough for the burst of events that workers flush when Redis comes back.
-const subscriberBuffer = 4096
+// subscriberBuffer is how many batches a stream may fall behind before it is cut off.
+// Batches are shared between subscribers, so a stream costs a few hundred bytes here
+// however busy the workers are; a worker's batch holds up to 500 events.
+const subscriberBuffer = 64
 
 func (s hubSource) Live() bool { return s.h.Healthy() }
 
-func (s hubSource) Subscribe(ctx context.Context, id, jobType string) (<-chan Event, error) {
-	sub := s.h.Subscribe(id, jobType, subscriberBuffer)
-	out := make(chan Event, subscriberBuffer)
-	go func() {
-		defer close(out)
-		defer s.h.Unsubscribe(sub)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case ev, ok := <-sub.C:
-				if !ok {
-					return // the hub dropped this subscriber
-				}
-				e := Event{Kind: ev.Event, ID: ev.ID, Type: ev.Type, Queue: ev.Queue, State: ev.State, At: ev.At.Time}
-				if ev.Progress != nil {
-					e.Progress = *ev.Progress
-				}
-				select {
-				case out <- e:
-				default:
-					return // the client does not keep up: end its stream
-				}
-			}
-		}
-	}()
-	return out, nil
+func (s hubSource) Subscribe(f EventFilter) (<-chan []Event, func()) {
+	sub := s.h.Subscribe(f, subscriberBuffer)
+	return sub.C, func() { s.h.Unsubscribe(sub) }
 }
 
 type publisher struct{ p *results.Publisher }

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -25,27 +25,53 @@ const (
 // disconnected rather than holding the stream.
 const sseWriteTimeout = 10 * time.Second
 
-// streamLimiter counts open wait and event streams of this process (MAX_STREAMS).
+// streamLimiter counts open wait and event streams of this process (MAX_STREAMS), in
+// all and per client: one client (an API key, else an address) may hold at most half of
+// them, so it cannot take every slot.
 type streamLimiter struct {
-	max  int64
-	open atomic.Int64
+	max       int64
+	mu        sync.Mutex
+	open      int64
+	perClient map[string]int64
 }
 
-func (l *streamLimiter) acquire() (release func(), ok bool) {
-	if l.open.Add(1) > l.max {
-		l.open.Add(-1)
-		return nil, false
+func newStreamLimiter(max int) *streamLimiter {
+	return &streamLimiter{max: int64(max), perClient: map[string]int64{}}
+}
+
+// perClientMax is a client's share of the streams.
+func (l *streamLimiter) perClientMax() int64 { return max(l.max/2, 1) }
+
+// acquire takes a stream for client; release gives it back (once).
+func (l *streamLimiter) acquire(client string) (release func(), err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.open >= l.max {
+		return nil, errUnavailable("too many open wait and event streams on this API process; retry later")
 	}
-	var once atomic.Bool
+	if l.perClient[client] >= l.perClientMax() {
+		return nil, errUnavailable("this client holds half of the API process's wait and event streams (MAX_STREAMS); close some or retry later")
+	}
+	l.open++
+	l.perClient[client]++
+	var once sync.Once
 	return func() {
-		if once.CompareAndSwap(false, true) {
-			l.open.Add(-1)
-		}
-	}, true
+		once.Do(func() {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			l.open--
+			if l.perClient[client]--; l.perClient[client] == 0 {
+				delete(l.perClient, client)
+			}
+		})
+	}, nil
 }
 
-func errTooManyStreams() error {
-	return errUnavailable("too many open wait and event streams on this API process; retry later")
+// inUse is the number of open streams.
+func (l *streamLimiter) inUse() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.open
 }
 
 // extendDeadlines lifts the server's write timeout for a long stream (zero: no deadline),
@@ -85,20 +111,18 @@ func (s *Server) wait(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	release, ok := s.streams.acquire()
-	if !ok {
-		return errTooManyStreams()
+	release, err := s.streams.acquire(clientKey(c))
+	if err != nil {
+		return err
 	}
 	defer release()
 
 	ctx, id := c.Request.Context(), c.Param("id")
-	subCtx, unsubscribe := context.WithCancel(ctx)
-	defer unsubscribe()
-	var events <-chan Event
+	var events <-chan []Event
 	if s.deps.Events != nil {
-		if ch, err := s.deps.Events.Subscribe(subCtx, id, ""); err == nil {
-			events = ch
-		}
+		var unsubscribe func()
+		events, unsubscribe = s.deps.Events.Subscribe(EventFilter{ID: id})
+		defer unsubscribe()
 	}
 	job, err := s.lookup(ctx, c, id)
 	if err != nil {
@@ -154,7 +178,7 @@ func (s *Server) wait(c *gin.Context) error {
 
 // pollInterval is how often `wait` reads the job: rarely while a live subscription
 // will wake it, often otherwise.
-func (s *Server) pollInterval(events <-chan Event) time.Duration {
+func (s *Server) pollInterval(events <-chan []Event) time.Duration {
 	if events != nil && s.deps.Events.Live() {
 		return max(WaitSafetyPoll, s.deps.WaitPoll)
 	}
@@ -195,14 +219,18 @@ func (s *Server) removedWhileWaiting(ctx context.Context, c *gin.Context, last q
 }
 
 // eventData is the JSON of one SSE message.
-func eventData(e Event) ([]byte, error) {
-	at := queue.Timestamp{Time: e.At}
-	if e.Kind == EventProgress {
+func eventData(e *Event) ([]byte, error) {
+	at := e.At
+	if e.Event == EventProgress {
+		progress := 0
+		if e.Progress != nil {
+			progress = *e.Progress
+		}
 		return json.Marshal(struct {
 			ID       string          `json:"id"`
 			Progress int             `json:"progress"`
 			At       queue.Timestamp `json:"at"`
-		}{e.ID, e.Progress, at})
+		}{e.ID, progress, at})
 	}
 	return json.Marshal(struct {
 		ID    string          `json:"id"`
@@ -218,20 +246,14 @@ func (s *Server) events(c *gin.Context) error {
 	if s.deps.Events == nil {
 		return errUnavailable("the event stream is not available on this API process (it needs Redis)")
 	}
-	release, ok := s.streams.acquire()
-	if !ok {
-		return errTooManyStreams()
+	release, err := s.streams.acquire(clientKey(c))
+	if err != nil {
+		return err
 	}
 	defer release()
-	filterType, filterID, filterQueue := c.Query("type"), c.Query("id"), c.Query("queue")
-
-	ctx, cancel := context.WithCancel(c.Request.Context())
-	defer cancel()
-	ch, err := s.deps.Events.Subscribe(ctx, filterID, filterType)
-	if err != nil {
-		logger(c).Warn("event subscription failed", "err", err)
-		return errUnavailable("the event stream is unavailable right now")
-	}
+	ch, unsubscribe := s.deps.Events.Subscribe(EventFilter{ID: c.Query("id"), Type: c.Query("type"), Queue: c.Query("queue")})
+	defer unsubscribe()
+	ctx := c.Request.Context()
 
 	extendDeadlines(c, time.Time{}) // each write below sets its own
 	rc := http.NewResponseController(c.Writer)
@@ -263,23 +285,22 @@ func (s *Server) events(c *gin.Context) error {
 			if !write(": heartbeat\n\n") {
 				return nil
 			}
-		case e, ok := <-ch:
+		case batch, ok := <-ch:
 			if !ok {
 				return nil // the source dropped this subscriber (too slow) or stopped
 			}
-			if (filterType != "" && e.Type != filterType) || (filterID != "" && e.ID != filterID) ||
-				(filterQueue != "" && e.Queue != filterQueue) {
-				continue
-			}
-			if e.Kind != EventJob && e.Kind != EventProgress {
-				continue
-			}
-			data, err := eventData(e)
-			if err != nil {
-				continue
-			}
-			if !write(fmt.Sprintf("event: %s\ndata: %s\n\n", e.Kind, data)) {
-				return nil
+			for i := range batch {
+				e := &batch[i]
+				if e.Event != EventJob && e.Event != EventProgress {
+					continue
+				}
+				data, err := eventData(e)
+				if err != nil {
+					continue
+				}
+				if !write(fmt.Sprintf("event: %s\ndata: %s\n\n", e.Event, data)) {
+					return nil
+				}
 			}
 		}
 	}

@@ -214,6 +214,9 @@ func TestFileRefusals(t *testing.T) {
 	writeFile(t, b.cfg.FilesRoot, "doc.pdf", []byte("%PDF-1.4\n"))
 	writeFile(t, b.cfg.FilesRoot, "bin.dat", []byte{0, 1, 2, 3, 0xff})
 	writeFile(t, b.cfg.FilesRoot, "notimage.png", []byte("just text"))
+	// A hard link placed in the root to a file outside it (same file system: the temp
+	// folders share one).
+	require.NoError(t, os.Link(filepath.Join(outside, "secret.txt"), filepath.Join(b.cfg.FilesRoot, "hardlink.txt")))
 	big, err := os.Create(filepath.Join(b.cfg.FilesRoot, "big.log"))
 	require.NoError(t, err)
 	require.NoError(t, big.Truncate(100<<20+1)) // sparse: no disk used
@@ -233,6 +236,7 @@ func TestFileRefusals(t *testing.T) {
 	// Refused when the job runs, permanently.
 	for _, c := range []obj{
 		{"filePath": "escape.txt", "operation": "extract_text"},
+		{"filePath": "hardlink.txt", "operation": "extract_text"},
 		{"filePath": "outdir/secret.txt", "operation": "compress"},
 		{"filePath": "missing.png", "operation": "compress"},
 		{"filePath": "huge.png", "operation": "resize", "options": obj{"width": 10}},

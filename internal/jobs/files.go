@@ -58,6 +58,13 @@ func openRegular(root *os.Root, name string, maxSize int64) (*os.File, fs.FileIn
 		f.Close()
 		return nil, nil, kinds.Permanentf("%s is not a regular file", name)
 	}
+	// os.Root keeps symlinks inside the root, but a hard link is the file itself: one
+	// placed in the folder may name a file outside it. Files with more than one link are
+	// refused.
+	if st, ok := info.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 {
+		f.Close()
+		return nil, nil, kinds.Permanentf("%s has %d hard links; files with more than one are refused", name, st.Nlink)
+	}
 	if maxSize > 0 && info.Size() > maxSize {
 		f.Close()
 		return nil, nil, kinds.Permanentf("%s is %d bytes, more than the limit of %d", name, info.Size(), maxSize)

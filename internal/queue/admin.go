@@ -66,17 +66,36 @@ func decodeCursor(s string) (int64, error) {
 	return seq, nil
 }
 
-// List returns a page of jobs, newest first (by submission). The cursor is the position
-// after the last job returned, so jobs inserted meanwhile never shift later pages.
-func (c *Client) List(ctx context.Context, f ListFilter) (Page, error) {
+// MaxPageBytes bounds a page of jobs (its JSON): a page stops there, and its cursor goes
+// on from the last job it holds. 500 jobs of 256 KiB data would otherwise be a 125 MB
+// answer.
+const MaxPageBytes = 8 << 20
+
+// Chunks of a scan: the first is small, the next ones are sized to about chunkBytes by
+// the rows seen so far, so a scan holds a bounded number of bytes whatever the jobs hold.
+const (
+	firstChunk = 8
+	maxChunk   = 128
+	chunkBytes = 1 << 20
+)
+
+// rowBytes estimates a job's size in a page (its JSON): the stored JSON plus the rest.
+func rowBytes(r *store.QueueJob) int { return len(r.Data) + len(r.Result) + len(r.Errors) + 300 }
+
+// ListScan hands the jobs of a list to each, newest first (by submission), fetching them
+// from Postgres in chunks so that memory stays bounded whatever the jobs hold. each
+// returns false to end the page before that job (it is not part of the page). ListScan
+// returns the cursor that goes on after the last job of the page, or "" when no job
+// follows. Jobs inserted meanwhile never shift later pages.
+func (c *Client) ListScan(ctx context.Context, f ListFilter, each func(*Job) bool) (string, error) {
 	limit := f.Limit
 	if limit == 0 {
 		limit = DefaultListLimit
 	}
 	if limit < 1 || limit > MaxListLimit {
-		return Page{}, fmt.Errorf("list limit %d outside 1..%d", limit, MaxListLimit)
+		return "", fmt.Errorf("list limit %d outside 1..%d", limit, MaxListLimit)
 	}
-	p := store.JobListParams{Max: int32(limit + 1)} // one more tells whether a next page exists
+	p := store.JobListParams{}
 	if f.State != "" {
 		p.State = &f.State
 	}
@@ -89,23 +108,57 @@ func (c *Client) List(ctx context.Context, f ListFilter) (Page, error) {
 	if f.Cursor != "" {
 		seq, err := decodeCursor(f.Cursor)
 		if err != nil {
-			return Page{}, err
+			return "", err
 		}
 		p.BeforeSeq = &seq
 	}
-	rows, err := store.New(c.pool).JobList(ctx, p)
-	if err != nil {
-		return Page{}, fmt.Errorf("list jobs: %w", err)
-	}
-	page := Page{Jobs: make([]Job, 0, min(len(rows), limit))}
-	for i, r := range rows {
-		if i == limit {
-			page.NextCursor = encodeCursor(page.Jobs[limit-1].Seq)
-			break
+	taken, chunk, seen, seenBytes := 0, firstChunk, 0, 0
+	var last int64
+	for {
+		p.Max = int32(min(chunk, limit-taken+1)) // one more tells whether a next page exists
+		rows, err := store.New(c.pool).JobList(ctx, p)
+		if err != nil {
+			return "", fmt.Errorf("list jobs: %w", err)
 		}
-		page.Jobs = append(page.Jobs, jobFromRow(r))
+		for i := range rows {
+			if taken == limit {
+				return encodeCursor(last), nil
+			}
+			j := jobFromRow(rows[i])
+			if !each(&j) {
+				return encodeCursor(last), nil
+			}
+			taken, last = taken+1, j.Seq
+			seen, seenBytes = seen+1, seenBytes+rowBytes(&rows[i])
+		}
+		if len(rows) < int(p.Max) {
+			return "", nil
+		}
+		p.BeforeSeq = &rows[len(rows)-1].Seq
+		chunk = min(max(chunkBytes/max(seenBytes/seen, 1), 1), maxChunk)
 	}
-	return page, nil
+}
+
+// List returns a page of jobs, newest first (by submission), of at most f.Limit jobs
+// and about MaxPageBytes of JSON. The cursor is the position after the last job
+// returned, so jobs inserted meanwhile never shift later pages.
+func (c *Client) List(ctx context.Context, f ListFilter) (Page, error) {
+	page := Page{Jobs: []Job{}}
+	size := 0
+	next, err := c.ListScan(ctx, f, func(j *Job) bool {
+		n := len(j.Data) + len(j.Result) + 300
+		for _, e := range j.Errors {
+			n += len(e.Message) + 60
+		}
+		if len(page.Jobs) > 0 && size+n > MaxPageBytes {
+			return false
+		}
+		size += n
+		page.Jobs = append(page.Jobs, *j)
+		return true
+	})
+	page.NextCursor = next
+	return page, err
 }
 
 // Retry puts a failed job, or a cancelled one whose handler has stopped, back to waiting

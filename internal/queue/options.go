@@ -72,6 +72,10 @@ func (r *Retention) UnmarshalJSON(b []byte) error {
 		*r = RetainForever
 		return nil
 	}
+	// A JSON number only: json.Number would also take "5", a string.
+	if t := bytes.TrimSpace(b); len(t) == 0 || (t[0] != '-' && (t[0] < '0' || t[0] > '9')) {
+		return errors.New("must be a boolean or an integer")
+	}
 	var n json.Number
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.UseNumber()

@@ -24,12 +24,27 @@ type Hub struct {
 	done    chan struct{}
 }
 
-// Subscription receives the events that match its filter. C is closed when the hub
-// stops or when the subscriber fell too far behind (a slow client is disconnected).
+// Filter selects events; an empty field matches anything.
+type Filter struct {
+	ID    string
+	Type  string
+	Queue string
+}
+
+func (f Filter) any() bool { return f == Filter{} }
+
+func (f Filter) match(ev *Event) bool {
+	return (f.ID == "" || f.ID == ev.ID) && (f.Type == "" || f.Type == ev.Type) && (f.Queue == "" || f.Queue == ev.Queue)
+}
+
+// Subscription receives, in order, the batches of events that match its filter (each
+// message of the channel is one batch; subscribers without a filter share the hub's
+// slice, so they must not change it). C is closed when the hub stops or when the
+// subscriber fell more than its buffer of batches behind (a slow client is
+// disconnected rather than buffered without bound).
 type Subscription struct {
-	C      chan Event
-	id     string
-	typ    string
+	C      chan []Event
+	filter Filter
 	closed bool // guarded by Hub.mu
 }
 
@@ -50,9 +65,10 @@ func (s *Store) NewHub() *Hub {
 // waiters must poll Postgres (events may be missed).
 func (h *Hub) Healthy() bool { return h.healthy.Load() }
 
-// Subscribe returns a subscription to events of one job id and/or type ("" = any).
-func (h *Hub) Subscribe(id, typ string, buffer int) *Subscription {
-	sub := &Subscription{C: make(chan Event, buffer), id: id, typ: typ}
+// Subscribe returns a subscription to the events f selects, with room for buffer
+// batches.
+func (h *Hub) Subscribe(f Filter, buffer int) *Subscription {
+	sub := &Subscription{C: make(chan []Event, buffer), filter: f}
 	h.mu.Lock()
 	h.subs[sub] = struct{}{}
 	h.mu.Unlock()
@@ -126,22 +142,33 @@ func (h *Hub) run(ctx context.Context) {
 			h.healthy.Store(true)
 		case *redis.Message:
 			h.healthy.Store(true)
-			for _, ev := range decodeEvents(m.Payload) {
-				h.dispatch(ev)
+			if batch := decodeEvents(m.Payload); len(batch) > 0 {
+				h.dispatch(batch)
 			}
 		}
 	}
 }
 
-func (h *Hub) dispatch(ev Event) {
+// dispatch hands one batch to every subscriber whose filter matches some of it: the
+// batch itself to those without a filter, the matching events to the others.
+func (h *Hub) dispatch(batch []Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for sub := range h.subs {
-		if (sub.id != "" && sub.id != ev.ID) || (sub.typ != "" && sub.typ != ev.Type) {
-			continue
+		out := batch
+		if !sub.filter.any() {
+			out = nil
+			for i := range batch {
+				if sub.filter.match(&batch[i]) {
+					out = append(out, batch[i])
+				}
+			}
+			if len(out) == 0 {
+				continue
+			}
 		}
 		select {
-		case sub.C <- ev:
+		case sub.C <- out:
 		default:
 			h.closeLocked(sub) // too slow: disconnect rather than block everyone
 		}

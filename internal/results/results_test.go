@@ -39,12 +39,23 @@ func waitHealthy(t *testing.T, h *results.Hub) {
 	require.Eventually(t, h.Healthy, 10*time.Second, 5*time.Millisecond, "hub never subscribed")
 }
 
+// pending holds the rest of a batch a test has begun to read, per subscription.
+var pending sync.Map // *results.Subscription -> []results.Event
+
+// next returns a subscription's next event, batch after batch.
 func next(t *testing.T, sub *results.Subscription) results.Event {
 	t.Helper()
+	if rest, ok := pending.Load(sub); ok && len(rest.([]results.Event)) > 0 {
+		evs := rest.([]results.Event)
+		pending.Store(sub, evs[1:])
+		return evs[0]
+	}
 	select {
-	case ev, ok := <-sub.C:
+	case batch, ok := <-sub.C:
 		require.True(t, ok, "subscription closed")
-		return ev
+		require.NotEmpty(t, batch, "a batch is never empty")
+		pending.Store(sub, batch[1:])
+		return batch[0]
 	case <-time.After(10 * time.Second):
 		t.Fatal("no event arrived")
 	}
@@ -58,8 +69,8 @@ func TestPublishSnapshotAndEvent(t *testing.T) {
 	hub := store.NewHub()
 	t.Cleanup(hub.Close)
 	waitHealthy(t, hub)
-	sub := hub.Subscribe("7", "", 16)
-	other := hub.Subscribe("", testutil.AnyName, 16)
+	sub := hub.Subscribe(results.Filter{ID: "7"}, 16)
+	other := hub.Subscribe(results.Filter{Type: testutil.AnyName}, 16)
 
 	pub := store.NewPublisher()
 	job := &queue.Job{ID: "7", Type: testutil.KindName, Queue: "q7", State: queue.StateCompleted, Result: json.RawMessage(`{"ok":true}`), Errors: []queue.AttemptError{}}
@@ -114,12 +125,12 @@ func TestRedisOutageIsSurvivedAndEventsResume(t *testing.T) {
 
 	srv.Start()
 	waitHealthy(t, hub)
-	sub := hub.Subscribe("2", "", 4)
+	sub := hub.Subscribe(results.Filter{ID: "2"}, 4)
 	require.Eventually(t, func() bool {
 		pub.Publish(results.JobEvent(&queue.Job{ID: "2", Type: testutil.KindName}, queue.StateActive), nil)
 		select {
-		case ev := <-sub.C:
-			return ev.ID == "2"
+		case batch := <-sub.C:
+			return len(batch) > 0 && batch[0].ID == "2"
 		case <-time.After(200 * time.Millisecond):
 			return false
 		}
@@ -128,16 +139,18 @@ func TestRedisOutageIsSurvivedAndEventsResume(t *testing.T) {
 
 func TestSlowSubscriberIsDisconnected(t *testing.T) {
 	t.Parallel()
-	store, _ := newStore(t, testutil.RedisURL(t))
+	store, rdb := newStore(t, testutil.RedisURL(t))
 	hub := store.NewHub()
 	t.Cleanup(hub.Close)
 	waitHealthy(t, hub)
-	slow := hub.Subscribe("", "", 2)
-	pub := store.NewPublisher()
+	slow := hub.Subscribe(results.Filter{}, 2)
+	// Ten messages (batches) while the subscriber reads none: it may fall two behind.
 	for range 10 {
-		pub.Publish(results.JobEvent(&queue.Job{ID: "x", Type: testutil.KindName}, queue.StateActive), nil)
+		ev := results.JobEvent(&queue.Job{ID: "x", Type: testutil.KindName}, queue.StateActive)
+		b, err := json.Marshal([]results.Event{ev})
+		require.NoError(t, err)
+		require.NoError(t, rdb.Publish(context.Background(), store.EventsChannel(), b).Err())
 	}
-	pub.Close()
 	require.Eventually(t, func() bool {
 		for {
 			select {
@@ -205,7 +218,7 @@ func TestWorkerPublishesEventsAndSnapshots(t *testing.T) {
 			})
 			client, pool, hub, store := p.client, p.pool, p.hub, p.store
 
-			sub := hub.Subscribe("", testutil.KindName, 64)
+			sub := hub.Subscribe(results.Filter{Type: testutil.KindName}, 64)
 			r, err := client.Enqueue(ctx, pool, queue.NewJob{Type: testutil.KindName, Data: json.RawMessage(`{}`),
 				Options: queue.Options{RemoveOnComplete: ptr(queue.Retention(queue.RemoveAtOnce))}})
 			require.NoError(t, err)
@@ -251,7 +264,7 @@ func TestWorkerPublishesEveryStateOfARetry(t *testing.T) {
 	})
 	client, pool, hub := p.client, p.pool, p.hub
 
-	sub := hub.Subscribe("", testutil.KindName, 64)
+	sub := hub.Subscribe(results.Filter{Type: testutil.KindName}, 64)
 	r, err := client.Enqueue(ctx, pool, queue.NewJob{Type: testutil.KindName, Data: json.RawMessage(`{}`),
 		Options: queue.Options{Backoff: &queue.BackoffOption{Type: "fixed", Delay: ptr(int64(50))}}})
 	require.NoError(t, err)
@@ -459,7 +472,7 @@ func TestObserverWritesNoSnapshotTheWorkerStored(t *testing.T) {
 	hub := store.NewHub()
 	t.Cleanup(hub.Close)
 	waitHealthy(t, hub)
-	sub := hub.Subscribe("", testutil.KindName, 16)
+	sub := hub.Subscribe(results.Filter{Type: testutil.KindName}, 16)
 	pub := store.NewPublisher()
 	t.Cleanup(pub.Close)
 	obs := results.NewWorkerObserver(pub)
@@ -517,7 +530,7 @@ func TestProgressDoesNotOverwriteAStoredSnapshot(t *testing.T) {
 	hub := store.NewHub()
 	t.Cleanup(hub.Close)
 	waitHealthy(t, hub)
-	sub := hub.Subscribe("removed", "", 16)
+	sub := hub.Subscribe(results.Filter{ID: "removed"}, 16)
 	pub := store.NewPublisher()
 	t.Cleanup(pub.Close)
 	obs := results.NewWorkerObserver(pub)
