@@ -264,3 +264,25 @@ func helperProcessWith(t *testing.T, u, id string, lease time.Duration, env ...s
 	})
 	return cmd
 }
+
+// The leader runs the periodic tasks that come with kinds (expired outputs, for the
+// built-in ones); the other workers do not.
+func TestLeaderRunsTheKindsTasks(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var runs [2]atomic.Int32
+	for i := range runs {
+		reg := registry(func(context.Context, *kinds.Job, *testData) (any, error) { return nil, nil })
+		reg.AddTask(kinds.Task{Name: "tick", Every: 20 * time.Millisecond, Run: func(context.Context) error {
+			runs[i].Add(1)
+			return nil
+		}})
+		cfg := testConfig()
+		cfg.ID = fmt.Sprintf("tasks-%d", i)
+		b.startWorker(t, reg, cfg)
+	}
+	require.Eventually(t, func() bool { return runs[0].Load()+runs[1].Load() >= 5 }, 10*time.Second, 10*time.Millisecond)
+	leader := 0
+	require.NoError(t, b.pool.QueryRow(context.Background(), `SELECT CASE holder WHEN 'tasks-1' THEN 1 ELSE 0 END FROM queue.leaders`).Scan(&leader))
+	require.Zero(t, runs[1-leader].Load(), "only the leader runs them")
+}
