@@ -248,11 +248,12 @@ func TestSubmitJob(t *testing.T) {
 	r := e.do("POST", "/api/queue/jobs", map[string]any{"type": emailType, "data": email, "options": map[string]any{"priority": 10}})
 	require.Equal(t, http.StatusCreated, r.status, string(r.body))
 	job := r.json(t)
-	for _, k := range []string{"id", "type", "queue", "state", "data", "priority", "attemptsMade", "maxAttempts", "progress",
-		"result", "error", "errors", "createdAt", "runAt", "startedAt", "finishedAt"} {
+	for _, k := range []string{"id", "type", "queue", "group", "state", "data", "priority", "attemptsMade", "maxAttempts",
+		"progress", "result", "error", "errors", "createdAt", "runAt", "startedAt", "finishedAt"} {
 		require.Contains(t, job, k)
 	}
-	require.Len(t, job, 16, "exactly the fields of the job object")
+	require.Len(t, job, 17, "exactly the fields of the job object")
+	require.Nil(t, job["group"], "no options.group: none")
 	require.Equal(t, emailType, job["type"])
 	require.Equal(t, "waiting", job["state"])
 	require.Equal(t, queue.DefaultQueue, job["queue"], "no options.queue: the default queue")

@@ -186,11 +186,11 @@ func TestQueues(t *testing.T) {
 	require.Equal(t, []string{anyType, emailType}, mail.UnhandledTypes, "waiting and delayed jobs that no live worker handles")
 	var raw map[string]any
 	require.NoError(t, json.Unmarshal(r.body, &raw))
-	for _, k := range []string{"name", "paused", "concurrency", "rate", "groupConcurrency", "groupRate", "fair", "counts",
-		"workers", "unhandledTypes"} {
+	for _, k := range []string{"name", "paused", "concurrency", "rate", "groupConcurrency", "groupRate", "fair",
+		"heldBy", "heldSince", "nextStartAt", "counts", "workers", "unhandledTypes"} {
 		require.Contains(t, raw, k)
 	}
-	require.Len(t, raw, 10, "exactly the fields of openapi.json's Queue")
+	require.Len(t, raw, 13, "exactly the fields of openapi.json's Queue")
 	require.Nil(t, raw["concurrency"], "no limit set")
 	require.Nil(t, raw["rate"])
 

@@ -33,6 +33,7 @@ type ListFilter struct {
 	State  string
 	Type   string
 	Queue  string
+	Group  string
 	Limit  int    // 1..MaxListLimit; 0 means DefaultListLimit
 	Cursor string // from a previous page's NextCursor
 }
@@ -104,6 +105,9 @@ func (c *Client) ListScan(ctx context.Context, f ListFilter, each func(*Job) boo
 	}
 	if f.Queue != "" {
 		p.Queue = &f.Queue
+	}
+	if f.Group != "" {
+		p.GroupKey = &f.Group
 	}
 	if f.Cursor != "" {
 		seq, err := decodeCursor(f.Cursor)

@@ -211,7 +211,7 @@ func (c *Client) insert(ctx context.Context, tx DBTX, jobs []NewJob, notify bool
 			id = &p.JobIds[0]
 		}
 		rows, err := q.JobInsertOne(ctx, store.JobInsertOneParams{
-			JobID: id, Type: p.Types[0], Queue: p.Queues[0], DelayMs: p.DelaysMs[0], Priority: p.Priorities[0],
+			JobID: id, Type: p.Types[0], Queue: p.Queues[0], GroupKey: p.Groups[0], DelayMs: p.DelaysMs[0], Priority: p.Priorities[0],
 			Data: p.Data[0], MaxAttempts: p.MaxAttempts[0], BackoffType: p.BackoffTypes[0],
 			BackoffDelayMs: p.BackoffDelaysMs[0], TimeoutMs: nullInt32(p.TimeoutsMs[0], 0),
 			RemoveOnComplete: nullInt32(p.RemoveOnCompletes[0], -2),
@@ -241,7 +241,7 @@ func (c *Client) insert(ctx context.Context, tx DBTX, jobs []NewJob, notify bool
 			continue // that id existed
 		}
 		out = append(out, store.QueueJob{
-			Seq: r.Seq, ID: r.ID, Type: p.Types[i], Queue: p.Queues[i], State: r.State, Priority: p.Priorities[i],
+			Seq: r.Seq, ID: r.ID, Type: p.Types[i], Queue: p.Queues[i], GroupKey: p.Groups[i], State: r.State, Priority: p.Priorities[i],
 			Data: r.Data, MaxAttempts: p.MaxAttempts[i], BackoffType: p.BackoffTypes[i],
 			BackoffDelayMs: p.BackoffDelaysMs[i], TimeoutMs: nullInt32(p.TimeoutsMs[i], 0),
 			RemoveOnComplete: nullInt32(p.RemoveOnCompletes[i], -2),
@@ -269,7 +269,7 @@ func nullInt32(v, sentinel int32) *int32 {
 func (c *Client) insertParams(jobs []NewJob) store.JobInsertManyParams {
 	n := len(jobs)
 	p := store.JobInsertManyParams{
-		Types: make([]string, n), Queues: make([]string, n), Data: make([][]byte, n), Priorities: make([]int32, n),
+		Types: make([]string, n), Queues: make([]string, n), Groups: make([]string, n), Data: make([][]byte, n), Priorities: make([]int32, n),
 		DelaysMs: make([]int64, n), MaxAttempts: make([]int32, n), JobIds: make([]string, n),
 		BackoffTypes: make([]string, n), BackoffDelaysMs: make([]int32, n), TimeoutsMs: make([]int32, n),
 		RemoveOnCompletes: make([]int32, n), RemoveOnFails: make([]int32, n),
@@ -278,6 +278,7 @@ func (c *Client) insertParams(jobs []NewJob) store.JobInsertManyParams {
 		o := j.Options
 		p.Types[i] = j.Type
 		p.Queues[i] = valueOr(o.Queue, DefaultQueue)
+		p.Groups[i] = valueOr(o.Group, "")
 		p.Data[i] = j.Data
 		p.Priorities[i] = int32(valueOr(o.Priority, DefaultPriority))
 		p.DelaysMs[i] = valueOr(o.Delay, 0)

@@ -20,6 +20,9 @@ const (
 	// EventEntered: a job entered State outside a run (a due delayed job promoted, a job
 	// handed back at shutdown). Only Job's ID, Type and Queue are set.
 	EventEntered
+	// EventHeld: a limit of Queue (Limit, a Limit* name) held a claim back: jobs were
+	// waiting that the limit did not let start yet. Job is nil.
+	EventHeld
 )
 
 // Event is what happened to one job in a worker, for its observers (the results cache
@@ -35,4 +38,6 @@ type Event struct {
 	// Stored: EventFinished of a job removed as it finished, whose snapshot the worker
 	// stored before removing it; an observer need not store it again.
 	Stored bool
+	Queue  string // EventHeld
+	Limit  string // EventHeld
 }

@@ -65,6 +65,7 @@ type Job struct {
 	ID           string          `json:"id"`
 	Type         string          `json:"type"`
 	Queue        string          `json:"queue"`
+	Group        *string         `json:"group"` // nil: none
 	State        string          `json:"state"`
 	Data         json.RawMessage `json:"data"`
 	Priority     int             `json:"priority"`
@@ -103,6 +104,14 @@ func intPtr(p *int32) *int {
 	return &v
 }
 
+// groupPtr maps the column's "no group" (”) to nil.
+func groupPtr(g string) *string {
+	if g == "" {
+		return nil
+	}
+	return &g
+}
+
 // jobFromRow converts a queue.jobs row. Rows from different queries share the model's
 // layout, so callers convert them with store.QueueJob(row) first.
 func jobFromRow(r store.QueueJob) Job {
@@ -111,6 +120,7 @@ func jobFromRow(r store.QueueJob) Job {
 		ID:               r.ID,
 		Type:             r.Type,
 		Queue:            r.Queue,
+		Group:            groupPtr(r.GroupKey),
 		State:            r.State,
 		Data:             json.RawMessage(r.Data),
 		Priority:         int(r.Priority),

@@ -342,6 +342,22 @@ func (m *Maintenance) ensureSnapshots(ctx context.Context, doomed []store.JobTri
 	return ready, nil
 }
 
+// TrimLimits deletes what flow control no longer needs: starts older than every rate
+// window of their queue, and fair queues' round-robin positions a day old. Both tables
+// stay small (a row per claim within a window, a row per recently served group).
+func (m *Maintenance) TrimLimits(ctx context.Context) (int64, error) {
+	q := store.New(m.pool)
+	starts, err := q.QueueStartsTrim(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("trim queue starts: %w", err)
+	}
+	groups, err := q.QueueGroupsTrim(ctx)
+	if err != nil {
+		return starts, fmt.Errorf("trim queue groups: %w", err)
+	}
+	return starts + groups, nil
+}
+
 // TrimEvents deletes audit rows older than the events retention, in batches.
 func (m *Maintenance) TrimEvents(ctx context.Context) (int64, error) {
 	var total int64

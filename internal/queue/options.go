@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/pgqueue/queue/internal/kinds"
 )
@@ -58,6 +60,21 @@ func ValidQueueName(name string) bool { return queuePattern.MatchString(name) }
 // QueueNameRule is how a bad queue name is explained.
 const QueueNameRule = "must be 1..64 characters of [a-z0-9_-] starting with a letter or digit"
 
+// MaxGroupLength is the longest group name, in characters.
+const MaxGroupLength = 128
+
+// ValidGroup reports whether name may name a group: 1..128 characters of valid UTF-8,
+// none of them a control character.
+func ValidGroup(name string) bool {
+	if !utf8.ValidString(name) || name == "" || utf8.RuneCountInString(name) > MaxGroupLength {
+		return false
+	}
+	return !strings.ContainsFunc(name, unicode.IsControl)
+}
+
+// GroupRule is how a bad group name is explained.
+const GroupRule = "must be 1..128 characters without control characters"
+
 // Retention is removeOnComplete / removeOnFail: JSON true (0), false (-1) or an integer N
 // (keep the N most recent finished jobs of that state).
 type Retention int
@@ -95,6 +112,7 @@ func (r *Retention) UnmarshalJSON(b []byte) error {
 // client's value options map onto these).
 type Options struct {
 	Queue            *string        `json:"queue,omitempty"`
+	Group            *string        `json:"group,omitempty"`
 	Priority         *int           `json:"priority,omitempty"`
 	Delay            *int64         `json:"delay,omitempty"` // milliseconds
 	Attempts         *int           `json:"attempts,omitempty"`
@@ -206,6 +224,9 @@ func (j *NewJob) Validate(prefix string, reg *kinds.Registry, v *ValidationError
 func (o *Options) Validate(prefix string, v *ValidationError) {
 	if o.Queue != nil && !ValidQueueName(*o.Queue) {
 		v.Add(prefix+"queue", QueueNameRule)
+	}
+	if o.Group != nil && !ValidGroup(*o.Group) {
+		v.Add(prefix+"group", GroupRule)
 	}
 	if o.Priority != nil && (*o.Priority < MinPriority || *o.Priority > MaxPriority) {
 		v.Add(prefix+"priority", "must be between %d and %d", MinPriority, MaxPriority)

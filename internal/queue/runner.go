@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -10,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgqueue/queue/internal/store"
@@ -60,14 +62,90 @@ func (r *Runner) Claim(ctx context.Context, queue string, types []string, max in
 	rows, err := store.New(r.pool).JobClaim(ctx, store.JobClaimParams{
 		Queue: queue, Types: types, Max: int32(max), Worker: r.worker, LeaseMs: lease.Milliseconds(),
 	})
+	return claimed(rows, err, func(row store.JobClaimRow) store.QueueJob { return store.QueueJob(row) })
+}
+
+// claimed converts the rows of a claim statement.
+func claimed[R any](rows []R, err error, row func(R) store.QueueJob) ([]Job, error) {
 	if err != nil {
 		return nil, fmt.Errorf("claim: %w", err)
 	}
 	jobs := make([]Job, len(rows))
-	for i, row := range rows {
-		jobs[i] = jobFromRow(store.QueueJob(row))
+	for i := range rows {
+		jobs[i] = jobFromRow(row(rows[i]))
 	}
 	return jobs, nil
+}
+
+// ClaimLimited is Claim for a queue with limits: it claims no more than the queue's
+// concurrency and rate limits, and its groups' limits, allow at this instant, counting
+// the jobs of every worker. Claims of one limited queue take turns (they lock its
+// settings row); a queue without limits is claimed the same way, only slower than by
+// Claim.
+func (r *Runner) ClaimLimited(ctx context.Context, queue string, types []string, max int, lease time.Duration) ([]Job, error) {
+	rows, err := store.New(r.pool).JobClaimLimited(ctx, store.JobClaimLimitedParams{
+		Queue: queue, Types: types, Max: int32(max), Worker: r.worker, LeaseMs: lease.Milliseconds(),
+	})
+	return claimed(rows, err, func(row store.QueueJob) store.QueueJob { return row })
+}
+
+// Limit names, as a queue reports what held its last claim back.
+const (
+	LimitConcurrency      = "concurrency"
+	LimitRate             = "rate"
+	LimitGroupConcurrency = "groupConcurrency"
+	LimitGroupRate        = "groupRate"
+)
+
+// Hold is what held the last claim of a limited queue back.
+type Hold struct {
+	// By names the limit (a Limit* constant); empty when the claim was not held back.
+	By string
+	// NextStart is how long until a full rate window has room again (0: not held by a
+	// rate, or due now).
+	NextStart time.Duration
+}
+
+// Hold reads what held the last claim of queue back.
+func (r *Runner) Hold(ctx context.Context, queue string) (Hold, error) {
+	row, err := store.New(r.pool).QueueHold(ctx, queue)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Hold{}, nil
+	}
+	if err != nil {
+		return Hold{}, fmt.Errorf("read queue hold: %w", err)
+	}
+	h := Hold{}
+	if row.HeldBy != nil {
+		h.By = *row.HeldBy
+	}
+	if row.NextStartInMs > 0 {
+		h.NextStart = time.Duration(row.NextStartInMs) * time.Millisecond
+	}
+	return h, nil
+}
+
+// Limits says how the worker must claim a queue.
+type Limits struct {
+	// Limited: the queue has limits or is fair, so ClaimLimited claims it (Claim leaves
+	// it alone).
+	Limited bool
+	// Slots: a concurrency limit (queue or group) holds it, so a finish makes room for
+	// other workers and must wake them.
+	Slots bool
+}
+
+// Limits reads the limits of the named queues; a queue without a settings row has none.
+func (r *Runner) Limits(ctx context.Context, queues []string) (map[string]Limits, error) {
+	rows, err := store.New(r.pool).QueueLimits(ctx, queues)
+	if err != nil {
+		return nil, fmt.Errorf("read queue limits: %w", err)
+	}
+	out := make(map[string]Limits, len(queues))
+	for _, row := range rows {
+		out[row.Name] = Limits{Limited: row.Limited, Slots: row.SlotLimited}
+	}
+	return out, nil
 }
 
 // Outcome is the end of one attempt.
@@ -91,12 +169,22 @@ func (o *Outcome) Final() bool { return o.OK || o.RetryIn < 0 }
 // (rescued, handed back, claimed again); a cancelled job whose handler returned is
 // answered "cancelled".
 func (r *Runner) Finish(ctx context.Context, defaults RetentionDefaults, outcomes []Outcome) (map[int64]string, error) {
+	return r.FinishAndWake(ctx, defaults, outcomes, nil)
+}
+
+// FinishAndWake is Finish for jobs of queues whose concurrency is limited, named in
+// slotQueues: the statement also wakes those queues' workers, since it frees slots they
+// may be waiting for.
+func (r *Runner) FinishAndWake(ctx context.Context, defaults RetentionDefaults, outcomes []Outcome, slotQueues []string) (map[int64]string, error) {
 	n := len(outcomes)
 	p := store.JobFinishManyParams{
 		Seqs: make([]int64, n), Tokens: make([]int64, n), Ok: make([]bool, n), Remove: make([]bool, n),
 		Results: make([][]byte, n), Messages: make([]string, n), RetryMs: make([]int64, n),
 		Worker: r.worker, DefaultRemoveOnComplete: int32(defaults.RemoveOnComplete),
-		DefaultRemoveOnFail: int32(defaults.RemoveOnFail),
+		DefaultRemoveOnFail: int32(defaults.RemoveOnFail), SlotQueues: slotQueues,
+	}
+	if p.SlotQueues == nil {
+		p.SlotQueues = []string{}
 	}
 	for i, o := range outcomes {
 		p.Seqs[i], p.Tokens[i], p.Ok[i], p.Remove[i], p.Results[i] = o.Seq, o.Token, o.OK, o.Remove, o.Result

@@ -108,7 +108,13 @@ type Queue struct {
 	GroupConcurrency *int   `json:"groupConcurrency"`
 	GroupRate        *Rate  `json:"groupRate"`
 	Fair             bool   `json:"fair"`
-	Counts           Counts `json:"counts"`
+	// HeldBy names the limit that held the queue's last claim back (concurrency, rate,
+	// groupConcurrency, groupRate), null when it was not held; HeldSince is when that
+	// began, NextStartAt when a full rate window has room again.
+	HeldBy      *string    `json:"heldBy"`
+	HeldSince   *Timestamp `json:"heldSince"`
+	NextStartAt *Timestamp `json:"nextStartAt"`
+	Counts      Counts     `json:"counts"`
 	// Workers counts the live workers that serve this queue.
 	Workers int `json:"workers"`
 	// UnhandledTypes are types with waiting or delayed jobs in this queue that no live
@@ -223,7 +229,7 @@ func assembleQueues(counts []countRow, settings []store.QueueQueue, workers []Wo
 		}
 	}
 	for _, s := range settings {
-		get(s.Name).Paused = s.Paused
+		get(s.Name).applySettings(s)
 	}
 	for name, types := range unhandled {
 		byName[name].UnhandledTypes = slices.Sorted(maps.Keys(types))

@@ -11,7 +11,7 @@ import (
 // Statements sqlc cannot express (VACUUM is a utility statement) live in this file.
 
 // vacuumTables are the update-heavy tables whose dead tuples slow the claim.
-var vacuumTables = []string{"jobs", "job_counts"}
+var vacuumTables = []string{"jobs", "job_counts", "queue_starts", "queue_groups", "queues"}
 
 // Vacuum thresholds: a table is vacuumed by the leader when it has this many dead
 // tuples and more than a fifth of its live ones, and was not vacuumed in the interval.

@@ -46,6 +46,12 @@ func appendJob(b []byte, j *queue.Job) []byte {
 	b = appendString(b, j.Type)
 	b = append(b, `,"queue":`...)
 	b = appendString(b, j.Queue)
+	b = append(b, `,"group":`...)
+	if j.Group == nil {
+		b = append(b, "null"...)
+	} else {
+		b = appendString(b, *j.Group)
+	}
 	b = append(b, `,"state":`...)
 	b = appendString(b, j.State)
 	b = append(b, `,"data":`...)

@@ -27,6 +27,7 @@ func TestEncodersMatchEncodingJSON(t *testing.T) {
 	msg := "boom: \"quoted\" <tag> & \\ \n\t\u00e9\u2028 \xff"
 	full := queue.Job{
 		ID: "order-42.a:b_c", Type: "EMAIL_SEND", Queue: "mail.high-1", State: queue.StateFailed,
+		Group:    &msg,
 		Data:     json.RawMessage(`{"to": "a@b.c", "n": [1, 2.5, null, true], "s": "<&>"}`),
 		Priority: 20, AttemptsMade: 3, MaxAttempts: 3, Progress: 40,
 		Result: json.RawMessage(`{"ok": false}`), Error: &msg,

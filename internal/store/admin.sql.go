@@ -95,20 +95,22 @@ func (q *Queries) JobLastEvent(ctx context.Context, jobID string) (JobLastEventR
 
 const jobList = `-- name: JobList :many
 
-SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token
+SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token, group_key
 FROM queue.jobs
 WHERE ($1::text IS NULL OR state = $1::text)
   AND ($2::text IS NULL OR type = $2::text)
   AND ($3::text IS NULL OR queue = $3::text)
-  AND ($4::bigint IS NULL OR seq < $4::bigint)
+  AND ($4::text IS NULL OR group_key = $4::text)
+  AND ($5::bigint IS NULL OR seq < $5::bigint)
 ORDER BY seq DESC
-LIMIT $5::integer
+LIMIT $6::integer
 `
 
 type JobListParams struct {
 	State     *string
 	Type      *string
 	Queue     *string
+	GroupKey  *string
 	BeforeSeq *int64
 	Max       int32
 }
@@ -122,6 +124,7 @@ func (q *Queries) JobList(ctx context.Context, arg JobListParams) ([]QueueJob, e
 		arg.State,
 		arg.Type,
 		arg.Queue,
+		arg.GroupKey,
 		arg.BeforeSeq,
 		arg.Max,
 	)
@@ -158,6 +161,7 @@ func (q *Queries) JobList(ctx context.Context, arg JobListParams) ([]QueueJob, e
 			&i.LeaseExpiresAt,
 			&i.Queue,
 			&i.LeaseToken,
+			&i.GroupKey,
 		); err != nil {
 			return nil, err
 		}
@@ -195,7 +199,7 @@ WITH retried AS (
     WHERE id = $1::text
       AND state IN ('failed', 'cancelled')
       AND lease_owner IS NULL
-    RETURNING seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token
+    RETURNING seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token, group_key
 ),
 audit AS (
     INSERT INTO queue.job_events (job_id, type, queue, state, attempt, message)
@@ -204,7 +208,7 @@ audit AS (
 wake AS (
     SELECT pg_notify('queue_jobs', queue) FROM retried
 )
-SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token FROM retried
+SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token, group_key FROM retried
 WHERE (SELECT count(*) FROM wake) >= 0
 `
 
@@ -234,6 +238,7 @@ type JobRetryRow struct {
 	LeaseExpiresAt   *time.Time
 	Queue            string
 	LeaseToken       *int64
+	GroupKey         string
 }
 
 // A failed job, or a cancelled one whose handler has returned (no lease), goes back to
@@ -267,6 +272,7 @@ func (q *Queries) JobRetry(ctx context.Context, id string) (JobRetryRow, error) 
 		&i.LeaseExpiresAt,
 		&i.Queue,
 		&i.LeaseToken,
+		&i.GroupKey,
 	)
 	return i, err
 }

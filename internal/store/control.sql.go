@@ -15,7 +15,7 @@ WITH cancelled AS (
     UPDATE queue.jobs
     SET state = 'cancelled', finished_at = now()
     WHERE id = $1::text AND state IN ('waiting', 'delayed', 'active')
-    RETURNING seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token
+    RETURNING seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token, group_key
 ),
 audit AS (
     INSERT INTO queue.job_events (job_id, type, queue, state, attempt, message)
@@ -24,7 +24,7 @@ audit AS (
 signal AS (
     SELECT pg_notify('queue_cancel', seq::text) FROM cancelled WHERE lease_owner IS NOT NULL
 )
-SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token FROM cancelled
+SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token, group_key FROM cancelled
 WHERE (SELECT count(*) FROM signal) >= 0
 `
 
@@ -54,6 +54,7 @@ type JobCancelRow struct {
 	LeaseExpiresAt   *time.Time
 	Queue            string
 	LeaseToken       *int64
+	GroupKey         string
 }
 
 // Cancels a waiting, delayed or active job. An active job keeps its lease until its
@@ -88,6 +89,7 @@ func (q *Queries) JobCancel(ctx context.Context, id string) (JobCancelRow, error
 		&i.LeaseExpiresAt,
 		&i.Queue,
 		&i.LeaseToken,
+		&i.GroupKey,
 	)
 	return i, err
 }
@@ -101,6 +103,111 @@ func (q *Queries) QueuePaused(ctx context.Context) (bool, error) {
 	var paused bool
 	err := row.Scan(&paused)
 	return paused, err
+}
+
+const queueSetLimits = `-- name: QueueSetLimits :one
+WITH changed AS (
+    INSERT INTO queue.queues AS q (name, concurrency, rate_limit, rate_period_ms, group_concurrency,
+                                   group_rate_limit, group_rate_period_ms, fair)
+    VALUES ($1::text, $2::integer, $3::integer,
+            $4::integer, $5::integer,
+            $6::integer, $7::integer,
+            coalesce($8::boolean, false))
+    ON CONFLICT (name) DO UPDATE SET
+        concurrency = CASE WHEN $9::boolean THEN excluded.concurrency ELSE q.concurrency END,
+        rate_limit = CASE WHEN $10::boolean THEN excluded.rate_limit ELSE q.rate_limit END,
+        rate_period_ms = CASE WHEN $10::boolean THEN excluded.rate_period_ms ELSE q.rate_period_ms END,
+        group_concurrency = CASE WHEN $11::boolean
+                                 THEN excluded.group_concurrency ELSE q.group_concurrency END,
+        group_rate_limit = CASE WHEN $12::boolean
+                                THEN excluded.group_rate_limit ELSE q.group_rate_limit END,
+        group_rate_period_ms = CASE WHEN $12::boolean
+                                    THEN excluded.group_rate_period_ms ELSE q.group_rate_period_ms END,
+        fair = CASE WHEN $8::boolean IS NOT NULL THEN excluded.fair ELSE q.fair END,
+        held_by = NULL,
+        held_since = NULL,
+        next_start_at = NULL,
+        updated_at = now()
+    RETURNING q.name, q.paused, q.created_at, q.updated_at, q.concurrency, q.rate_limit, q.rate_period_ms, q.group_concurrency, q.group_rate_limit, q.group_rate_period_ms, q.fair, q.limited, q.held_by, q.held_since, q.next_start_at
+),
+wake AS (
+    SELECT pg_notify('queue_settings', name) FROM changed
+)
+SELECT name, paused, created_at, updated_at, concurrency, rate_limit, rate_period_ms, group_concurrency, group_rate_limit, group_rate_period_ms, fair, limited, held_by, held_since, next_start_at FROM changed
+WHERE (SELECT count(*) FROM wake) >= 0
+`
+
+type QueueSetLimitsParams struct {
+	Name                string
+	Concurrency         *int32
+	RateLimit           *int32
+	RatePeriodMs        *int32
+	GroupConcurrency    *int32
+	GroupRateLimit      *int32
+	GroupRatePeriodMs   *int32
+	Fair                *bool
+	SetConcurrency      bool
+	SetRate             bool
+	SetGroupConcurrency bool
+	SetGroupRate        bool
+}
+
+type QueueSetLimitsRow struct {
+	Name              string
+	Paused            bool
+	CreatedAt         time.Time
+	UpdatedAt         time.Time
+	Concurrency       *int32
+	RateLimit         *int32
+	RatePeriodMs      *int32
+	GroupConcurrency  *int32
+	GroupRateLimit    *int32
+	GroupRatePeriodMs *int32
+	Fair              bool
+	Limited           *bool
+	HeldBy            *string
+	HeldSince         *time.Time
+	NextStartAt       *time.Time
+}
+
+// Changes the limits of one queue (its settings row is created on first use). A field
+// whose set_ flag is false keeps its value; NULL clears a limit. What held the queue
+// back is forgotten (its next claim decides again), and every worker hears of the
+// change at once on queue_settings (else within its poll interval) and claims.
+func (q *Queries) QueueSetLimits(ctx context.Context, arg QueueSetLimitsParams) (QueueSetLimitsRow, error) {
+	row := q.db.QueryRow(ctx, queueSetLimits,
+		arg.Name,
+		arg.Concurrency,
+		arg.RateLimit,
+		arg.RatePeriodMs,
+		arg.GroupConcurrency,
+		arg.GroupRateLimit,
+		arg.GroupRatePeriodMs,
+		arg.Fair,
+		arg.SetConcurrency,
+		arg.SetRate,
+		arg.SetGroupConcurrency,
+		arg.SetGroupRate,
+	)
+	var i QueueSetLimitsRow
+	err := row.Scan(
+		&i.Name,
+		&i.Paused,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.Concurrency,
+		&i.RateLimit,
+		&i.RatePeriodMs,
+		&i.GroupConcurrency,
+		&i.GroupRateLimit,
+		&i.GroupRatePeriodMs,
+		&i.Fair,
+		&i.Limited,
+		&i.HeldBy,
+		&i.HeldSince,
+		&i.NextStartAt,
+	)
+	return i, err
 }
 
 const queueSetPaused = `-- name: QueueSetPaused :one

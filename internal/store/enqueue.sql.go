@@ -11,7 +11,7 @@ import (
 )
 
 const jobGetByID = `-- name: JobGetByID :one
-SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token FROM queue.jobs WHERE id = $1
+SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token, group_key FROM queue.jobs WHERE id = $1
 `
 
 func (q *Queries) JobGetByID(ctx context.Context, id string) (QueueJob, error) {
@@ -43,12 +43,13 @@ func (q *Queries) JobGetByID(ctx context.Context, id string) (QueueJob, error) {
 		&i.LeaseExpiresAt,
 		&i.Queue,
 		&i.LeaseToken,
+		&i.GroupKey,
 	)
 	return i, err
 }
 
 const jobGetManyByID = `-- name: JobGetManyByID :many
-SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token FROM queue.jobs WHERE id = ANY($1::text[])
+SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token, group_key FROM queue.jobs WHERE id = ANY($1::text[])
 `
 
 func (q *Queries) JobGetManyByID(ctx context.Context, ids []string) ([]QueueJob, error) {
@@ -86,6 +87,7 @@ func (q *Queries) JobGetManyByID(ctx context.Context, ids []string) ([]QueueJob,
 			&i.LeaseExpiresAt,
 			&i.Queue,
 			&i.LeaseToken,
+			&i.GroupKey,
 		); err != nil {
 			return nil, err
 		}
@@ -98,7 +100,7 @@ func (q *Queries) JobGetManyByID(ctx context.Context, ids []string) ([]QueueJob,
 }
 
 const jobGetManyBySeq = `-- name: JobGetManyBySeq :many
-SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token FROM queue.jobs WHERE seq = ANY($1::bigint[])
+SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token, group_key FROM queue.jobs WHERE seq = ANY($1::bigint[])
 `
 
 func (q *Queries) JobGetManyBySeq(ctx context.Context, seqs []int64) ([]QueueJob, error) {
@@ -136,6 +138,7 @@ func (q *Queries) JobGetManyBySeq(ctx context.Context, seqs []int64) ([]QueueJob
 			&i.LeaseExpiresAt,
 			&i.Queue,
 			&i.LeaseToken,
+			&i.GroupKey,
 		); err != nil {
 			return nil, err
 		}
@@ -150,26 +153,27 @@ func (q *Queries) JobGetManyBySeq(ctx context.Context, seqs []int64) ([]QueueJob
 const jobInsertMany = `-- name: JobInsertMany :many
 WITH input AS MATERIALIZED (
     -- unnest walks each array once; subscripting text arrays row by row is quadratic.
-    SELECT nextval('queue.job_seq') AS seq, u.type, u.queue, u.data, u.priority, u.delay_ms, u.max_attempts, u.job_id, u.backoff_type, u.backoff_delay_ms, u.timeout_ms, u.remove_on_complete, u.remove_on_fail
+    SELECT nextval('queue.job_seq') AS seq, u.type, u.queue, u.group_key, u.data, u.priority, u.delay_ms, u.max_attempts, u.job_id, u.backoff_type, u.backoff_delay_ms, u.timeout_ms, u.remove_on_complete, u.remove_on_fail
     FROM (
         SELECT unnest($1::text[]) AS type,
                unnest($2::text[]) AS queue,
-               unnest($3::jsonb[]) AS data,
-               unnest($4::integer[]) AS priority,
-               unnest($5::bigint[]) AS delay_ms,
-               unnest($6::integer[]) AS max_attempts,
-               unnest($7::text[]) AS job_id,
-               unnest($8::text[]) AS backoff_type,
-               unnest($9::integer[]) AS backoff_delay_ms,
-               unnest($10::integer[]) AS timeout_ms,
-               unnest($11::integer[]) AS remove_on_complete,
-               unnest($12::integer[]) AS remove_on_fail
+               unnest($3::text[]) AS group_key,
+               unnest($4::jsonb[]) AS data,
+               unnest($5::integer[]) AS priority,
+               unnest($6::bigint[]) AS delay_ms,
+               unnest($7::integer[]) AS max_attempts,
+               unnest($8::text[]) AS job_id,
+               unnest($9::text[]) AS backoff_type,
+               unnest($10::integer[]) AS backoff_delay_ms,
+               unnest($11::integer[]) AS timeout_ms,
+               unnest($12::integer[]) AS remove_on_complete,
+               unnest($13::integer[]) AS remove_on_fail
     ) u
 ),
 inserted AS (
-    INSERT INTO queue.jobs (seq, id, type, queue, state, priority, data, max_attempts, backoff_type,
+    INSERT INTO queue.jobs (seq, id, type, queue, group_key, state, priority, data, max_attempts, backoff_type,
                             backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at)
-    SELECT i.seq, coalesce(nullif(i.job_id, ''), i.seq::text), i.type, i.queue,
+    SELECT i.seq, coalesce(nullif(i.job_id, ''), i.seq::text), i.type, i.queue, i.group_key,
            CASE WHEN i.delay_ms > 0 THEN 'delayed' ELSE 'waiting' END,
            i.priority, i.data, i.max_attempts, i.backoff_type, i.backoff_delay_ms,
            nullif(i.timeout_ms, 0), nullif(i.remove_on_complete, -2), nullif(i.remove_on_fail, -2),
@@ -190,7 +194,7 @@ wake AS (
     -- One notification per queue that gained a runnable job.
     SELECT pg_notify('queue_jobs', w.queue)
     FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'waiting') w
-    WHERE $13::boolean
+    WHERE $14::boolean
 )
 SELECT seq, id, state, data, created_at, run_at FROM inserted
 WHERE (SELECT count(*) FROM wake) >= 0
@@ -200,6 +204,7 @@ ORDER BY seq
 type JobInsertManyParams struct {
 	Types             []string
 	Queues            []string
+	Groups            []string
 	Data              [][]byte
 	Priorities        []int32
 	DelaysMs          []int64
@@ -230,6 +235,7 @@ func (q *Queries) JobInsertMany(ctx context.Context, arg JobInsertManyParams) ([
 	rows, err := q.db.Query(ctx, jobInsertMany,
 		arg.Types,
 		arg.Queues,
+		arg.Groups,
 		arg.Data,
 		arg.Priorities,
 		arg.DelaysMs,
@@ -269,19 +275,19 @@ func (q *Queries) JobInsertMany(ctx context.Context, arg JobInsertManyParams) ([
 
 const jobInsertOne = `-- name: JobInsertOne :many
 WITH inserted AS (
-    INSERT INTO queue.jobs (seq, id, type, queue, state, priority, data, max_attempts, backoff_type,
+    INSERT INTO queue.jobs (seq, id, type, queue, group_key, state, priority, data, max_attempts, backoff_type,
                             backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at)
     SELECT s.seq, coalesce($1::text, s.seq::text), $2::text,
-           $3::text,
-           CASE WHEN $4::bigint > 0 THEN 'delayed' ELSE 'waiting' END,
-           $5::integer, $6::jsonb, $7::integer,
-           $8::text, $9::integer,
-           $10::integer, $11::integer,
-           $12::integer,
-           now() + $4::bigint * interval '1 millisecond'
+           $3::text, $4::text,
+           CASE WHEN $5::bigint > 0 THEN 'delayed' ELSE 'waiting' END,
+           $6::integer, $7::jsonb, $8::integer,
+           $9::text, $10::integer,
+           $11::integer, $12::integer,
+           $13::integer,
+           now() + $5::bigint * interval '1 millisecond'
     FROM (SELECT nextval('queue.job_seq') AS seq) s
     ON CONFLICT (id) DO NOTHING
-    RETURNING seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token
+    RETURNING seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token, group_key
 ),
 audit AS (
     INSERT INTO queue.job_events (job_id, type, queue, state, attempt)
@@ -289,9 +295,9 @@ audit AS (
 ),
 wake AS (
     SELECT pg_notify('queue_jobs', queue) FROM inserted
-    WHERE $13::boolean AND state = 'waiting'
+    WHERE $14::boolean AND state = 'waiting'
 )
-SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token FROM inserted
+SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token, group_key FROM inserted
 WHERE (SELECT count(*) FROM wake) >= 0
 `
 
@@ -299,6 +305,7 @@ type JobInsertOneParams struct {
 	JobID            *string
 	Type             string
 	Queue            string
+	GroupKey         string
 	DelayMs          int64
 	Priority         int32
 	Data             []byte
@@ -337,6 +344,7 @@ type JobInsertOneRow struct {
 	LeaseExpiresAt   *time.Time
 	Queue            string
 	LeaseToken       *int64
+	GroupKey         string
 }
 
 // JobInsertMany for one job, with scalar parameters: no arrays to build, unnest and
@@ -348,6 +356,7 @@ func (q *Queries) JobInsertOne(ctx context.Context, arg JobInsertOneParams) ([]J
 		arg.JobID,
 		arg.Type,
 		arg.Queue,
+		arg.GroupKey,
 		arg.DelayMs,
 		arg.Priority,
 		arg.Data,
@@ -392,6 +401,7 @@ func (q *Queries) JobInsertOne(ctx context.Context, arg JobInsertOneParams) ([]J
 			&i.LeaseExpiresAt,
 			&i.Queue,
 			&i.LeaseToken,
+			&i.GroupKey,
 		); err != nil {
 			return nil, err
 		}

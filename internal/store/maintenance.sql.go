@@ -135,7 +135,7 @@ rescued AS (
         lease_expires_at = NULL
     FROM expired e
     WHERE j.seq = e.seq
-    RETURNING j.seq, j.id, j.type, j.state, j.priority, j.data, j.result, j.progress, j.attempts_made, j.max_attempts, j.backoff_type, j.backoff_delay_ms, j.timeout_ms, j.remove_on_complete, j.remove_on_fail, j.run_at, j.created_at, j.started_at, j.finished_at, j.error, j.errors, j.lease_owner, j.lease_expires_at, j.queue, j.lease_token
+    RETURNING j.seq, j.id, j.type, j.state, j.priority, j.data, j.result, j.progress, j.attempts_made, j.max_attempts, j.backoff_type, j.backoff_delay_ms, j.timeout_ms, j.remove_on_complete, j.remove_on_fail, j.run_at, j.created_at, j.started_at, j.finished_at, j.error, j.errors, j.lease_owner, j.lease_expires_at, j.queue, j.lease_token, j.group_key
 ),
 audit AS (
     INSERT INTO queue.job_events (job_id, type, queue, state, attempt, message, worker)
@@ -144,7 +144,7 @@ audit AS (
 wake AS (
     SELECT pg_notify('queue_jobs', w.queue) FROM (SELECT DISTINCT queue FROM rescued WHERE state = 'waiting') w
 )
-SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token FROM rescued
+SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token, group_key FROM rescued
 WHERE (SELECT count(*) FROM wake) >= 0
 `
 
@@ -181,6 +181,7 @@ type JobRescueExpiredRow struct {
 	LeaseExpiresAt   *time.Time
 	Queue            string
 	LeaseToken       *int64
+	GroupKey         string
 }
 
 // Jobs whose lease expired (their worker stopped heartbeating) go back to waiting, or
@@ -225,6 +226,7 @@ func (q *Queries) JobRescueExpired(ctx context.Context, arg JobRescueExpiredPara
 			&i.LeaseExpiresAt,
 			&i.Queue,
 			&i.LeaseToken,
+			&i.GroupKey,
 		); err != nil {
 			return nil, err
 		}
@@ -435,6 +437,36 @@ type LeaderResignParams struct {
 func (q *Queries) LeaderResign(ctx context.Context, arg LeaderResignParams) error {
 	_, err := q.db.Exec(ctx, leaderResign, arg.Name, arg.Holder)
 	return err
+}
+
+const queueGroupsTrim = `-- name: QueueGroupsTrim :execrows
+DELETE FROM queue.queue_groups WHERE last_started_at < now() - interval '1 day'
+`
+
+// Round-robin positions of groups that have not started for a day: a group without one
+// counts as not started lately, so forgetting them changes nothing that matters.
+func (q *Queries) QueueGroupsTrim(ctx context.Context) (int64, error) {
+	result, err := q.db.Exec(ctx, queueGroupsTrim)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const queueStartsTrim = `-- name: QueueStartsTrim :execrows
+DELETE FROM queue.queue_starts s
+WHERE s.at < now() - (SELECT greatest(coalesce(max(q.rate_period_ms), 0), coalesce(max(q.group_rate_period_ms), 0))
+                      FROM queue.queues q WHERE q.name = s.queue) * interval '1 millisecond'
+`
+
+// Starts that no rate window of their queue still counts. Each claim of a rate-limited
+// queue deletes its own; this catches queues no longer claimed, or no longer limited.
+func (q *Queries) QueueStartsTrim(ctx context.Context) (int64, error) {
+	result, err := q.db.Exec(ctx, queueStartsTrim)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
 const workerGone = `-- name: WorkerGone :exec

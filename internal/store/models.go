@@ -34,6 +34,7 @@ type QueueJob struct {
 	LeaseExpiresAt   *time.Time
 	Queue            string
 	LeaseToken       *int64
+	GroupKey         string
 }
 
 type QueueJobCount struct {
@@ -75,10 +76,34 @@ type QueueNotification struct {
 }
 
 type QueueQueue struct {
-	Name      string
-	Paused    bool
-	CreatedAt time.Time
-	UpdatedAt time.Time
+	Name              string
+	Paused            bool
+	CreatedAt         time.Time
+	UpdatedAt         time.Time
+	Concurrency       *int32
+	RateLimit         *int32
+	RatePeriodMs      *int32
+	GroupConcurrency  *int32
+	GroupRateLimit    *int32
+	GroupRatePeriodMs *int32
+	Fair              bool
+	Limited           *bool
+	HeldBy            *string
+	HeldSince         *time.Time
+	NextStartAt       *time.Time
+}
+
+type QueueQueueGroup struct {
+	Queue         string
+	GroupKey      string
+	LastStartedAt time.Time
+}
+
+type QueueQueueStart struct {
+	Queue    string
+	GroupKey string
+	At       time.Time
+	N        int32
 }
 
 type QueueQueueState struct {

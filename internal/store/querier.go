@@ -15,11 +15,15 @@ type Querier interface {
 	JobCancel(ctx context.Context, id string) (JobCancelRow, error)
 	// Claims up to max runnable jobs of one queue for a worker, in the exact order of
 	// jobs_claim_idx (queue, priority DESC, run_at, seq), unless the queue or everything is
-	// paused. The CTE is a fence: the UPDATE touches only the rows the LIMIT picked. Each
+	// paused, or the queue has limits (JobClaimLimited claims those). The CTE is a fence: the UPDATE touches only the rows the LIMIT picked. Each
 	// claim gets a token of its own that the run's later statements must present. The claim
 	// commits durably: a handler must never start on a claim that a crash could undo, or a
 	// second worker could claim and run the job at the same time.
 	JobClaim(ctx context.Context, arg JobClaimParams) ([]JobClaimRow, error)
+	// Claims up to max runnable jobs of a queue with limits: as many as its concurrency and
+	// rate limits, and its groups' limits, allow at this instant across every worker (see
+	// queue.claim_limited). A claim cut short records why in the queue's settings row.
+	JobClaimLimited(ctx context.Context, arg JobClaimLimitedParams) ([]QueueJob, error)
 	// One bounded batch of clean: finished jobs of the given states that finished before
 	// now - older_than, oldest first, skipping rows a worker holds and cancelled jobs whose
 	// handler still runs. Returns the removed ids so cached results can be dropped.
@@ -114,9 +118,23 @@ type Querier interface {
 	NotificationList(ctx context.Context, arg NotificationListParams) ([]QueueNotification, error)
 	// Idempotent: a notification read twice keeps its first read time.
 	NotificationMarkRead(ctx context.Context, id int64) (QueueNotification, error)
+	// Round-robin positions of groups that have not started for a day: a group without one
+	// counts as not started lately, so forgetting them changes nothing that matters.
+	QueueGroupsTrim(ctx context.Context) (int64, error)
+	// What held the last claim of a queue back, and in how many milliseconds a rate window
+	// has room again (by the database's clock, so the worker's own clock does not matter).
+	QueueHold(ctx context.Context, name string) (QueueHoldRow, error)
+	// Which of the given queues have limits (claimed through JobClaimLimited), and which
+	// limit how many jobs run at once (their finishes wake the other workers).
+	QueueLimits(ctx context.Context, names []string) ([]QueueLimitsRow, error)
 	// Wakes the workers of one queue (an empty name wakes every queue).
 	QueueNotify(ctx context.Context, queue string) error
 	QueuePaused(ctx context.Context) (bool, error)
+	// Changes the limits of one queue (its settings row is created on first use). A field
+	// whose set_ flag is false keeps its value; NULL clears a limit. What held the queue
+	// back is forgotten (its next claim decides again), and every worker hears of the
+	// change at once on queue_settings (else within its poll interval) and claims.
+	QueueSetLimits(ctx context.Context, arg QueueSetLimitsParams) (QueueSetLimitsRow, error)
 	// Operations of the API on one job, on one queue or on everything.
 	// Pausing stops every claim of every queue at once (the claim reads this row); resuming
 	// wakes the workers.
@@ -126,6 +144,9 @@ type Querier interface {
 	QueueSetPausedOne(ctx context.Context, arg QueueSetPausedOneParams) (QueueSetPausedOneRow, error)
 	// Every queue that has a settings row.
 	QueueSettings(ctx context.Context) ([]QueueQueue, error)
+	// Starts that no rate window of their queue still counts. Each claim of a rate-limited
+	// queue deletes its own; this catches queues no longer claimed, or no longer limited.
+	QueueStartsTrim(ctx context.Context) (int64, error)
 	// A worker's graceful stop.
 	WorkerGone(ctx context.Context, id string) error
 	// Live workers (seen within their last three heartbeats), oldest first.

@@ -67,7 +67,7 @@ func (q *Queries) JobCountsCompact(ctx context.Context) error {
 }
 
 const queueSettings = `-- name: QueueSettings :many
-SELECT name, paused, created_at, updated_at FROM queue.queues ORDER BY name
+SELECT name, paused, created_at, updated_at, concurrency, rate_limit, rate_period_ms, group_concurrency, group_rate_limit, group_rate_period_ms, fair, limited, held_by, held_since, next_start_at FROM queue.queues ORDER BY name
 `
 
 // Every queue that has a settings row.
@@ -85,6 +85,17 @@ func (q *Queries) QueueSettings(ctx context.Context) ([]QueueQueue, error) {
 			&i.Paused,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.Concurrency,
+			&i.RateLimit,
+			&i.RatePeriodMs,
+			&i.GroupConcurrency,
+			&i.GroupRateLimit,
+			&i.GroupRatePeriodMs,
+			&i.Fair,
+			&i.Limited,
+			&i.HeldBy,
+			&i.HeldSince,
+			&i.NextStartAt,
 		); err != nil {
 			return nil, err
 		}

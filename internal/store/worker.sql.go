@@ -18,7 +18,7 @@ WITH picked AS MATERIALIZED (
       AND queue = $1::text
       AND type = ANY ($2::text[])
       AND NOT (SELECT paused FROM queue.queue_state)
-      AND NOT EXISTS (SELECT 1 FROM queue.queues q WHERE q.name = $1::text AND q.paused)
+      AND NOT EXISTS (SELECT 1 FROM queue.queues q WHERE q.name = $1::text AND (q.paused OR q.limited))
     ORDER BY priority DESC, run_at, seq
     LIMIT $3::integer
     FOR UPDATE SKIP LOCKED
@@ -34,13 +34,13 @@ claimed AS (
         lease_expires_at = now() + $5::bigint * interval '1 millisecond'
     FROM picked
     WHERE j.seq = picked.seq
-    RETURNING j.seq, j.id, j.type, j.state, j.priority, j.data, j.result, j.progress, j.attempts_made, j.max_attempts, j.backoff_type, j.backoff_delay_ms, j.timeout_ms, j.remove_on_complete, j.remove_on_fail, j.run_at, j.created_at, j.started_at, j.finished_at, j.error, j.errors, j.lease_owner, j.lease_expires_at, j.queue, j.lease_token
+    RETURNING j.seq, j.id, j.type, j.state, j.priority, j.data, j.result, j.progress, j.attempts_made, j.max_attempts, j.backoff_type, j.backoff_delay_ms, j.timeout_ms, j.remove_on_complete, j.remove_on_fail, j.run_at, j.created_at, j.started_at, j.finished_at, j.error, j.errors, j.lease_owner, j.lease_expires_at, j.queue, j.lease_token, j.group_key
 ),
 audit AS (
     INSERT INTO queue.job_events (job_id, type, queue, state, attempt, worker)
     SELECT id, type, queue, 'active', attempts_made, $4::text FROM claimed
 )
-SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token FROM claimed
+SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token, group_key FROM claimed
 ORDER BY priority DESC, run_at, seq
 `
 
@@ -78,11 +78,12 @@ type JobClaimRow struct {
 	LeaseExpiresAt   *time.Time
 	Queue            string
 	LeaseToken       *int64
+	GroupKey         string
 }
 
 // Claims up to max runnable jobs of one queue for a worker, in the exact order of
 // jobs_claim_idx (queue, priority DESC, run_at, seq), unless the queue or everything is
-// paused. The CTE is a fence: the UPDATE touches only the rows the LIMIT picked. Each
+// paused, or the queue has limits (JobClaimLimited claims those). The CTE is a fence: the UPDATE touches only the rows the LIMIT picked. Each
 // claim gets a token of its own that the run's later statements must present. The claim
 // commits durably: a handler must never start on a claim that a crash could undo, or a
 // second worker could claim and run the job at the same time.
@@ -127,6 +128,76 @@ func (q *Queries) JobClaim(ctx context.Context, arg JobClaimParams) ([]JobClaimR
 			&i.LeaseExpiresAt,
 			&i.Queue,
 			&i.LeaseToken,
+			&i.GroupKey,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const jobClaimLimited = `-- name: JobClaimLimited :many
+SELECT seq, id, type, state, priority, data, result, progress, attempts_made, max_attempts, backoff_type, backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at, created_at, started_at, finished_at, error, errors, lease_owner, lease_expires_at, queue, lease_token, group_key FROM queue.claim_limited($1::text, $2::text[], $3::integer,
+                                  $4::text, $5::bigint)
+`
+
+type JobClaimLimitedParams struct {
+	Queue   string
+	Types   []string
+	Max     int32
+	Worker  string
+	LeaseMs int64
+}
+
+// Claims up to max runnable jobs of a queue with limits: as many as its concurrency and
+// rate limits, and its groups' limits, allow at this instant across every worker (see
+// queue.claim_limited). A claim cut short records why in the queue's settings row.
+func (q *Queries) JobClaimLimited(ctx context.Context, arg JobClaimLimitedParams) ([]QueueJob, error) {
+	rows, err := q.db.Query(ctx, jobClaimLimited,
+		arg.Queue,
+		arg.Types,
+		arg.Max,
+		arg.Worker,
+		arg.LeaseMs,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []QueueJob{}
+	for rows.Next() {
+		var i QueueJob
+		if err := rows.Scan(
+			&i.Seq,
+			&i.ID,
+			&i.Type,
+			&i.State,
+			&i.Priority,
+			&i.Data,
+			&i.Result,
+			&i.Progress,
+			&i.AttemptsMade,
+			&i.MaxAttempts,
+			&i.BackoffType,
+			&i.BackoffDelayMs,
+			&i.TimeoutMs,
+			&i.RemoveOnComplete,
+			&i.RemoveOnFail,
+			&i.RunAt,
+			&i.CreatedAt,
+			&i.StartedAt,
+			&i.FinishedAt,
+			&i.Error,
+			&i.Errors,
+			&i.LeaseOwner,
+			&i.LeaseExpiresAt,
+			&i.Queue,
+			&i.LeaseToken,
+			&i.GroupKey,
 		); err != nil {
 			return nil, err
 		}
@@ -208,8 +279,14 @@ audit AS (
     SELECT id, type, queue, state, attempts_made, message, $10::text FROM updated
 ),
 wake AS (
+    -- Queues that gained a runnable job, and queues whose concurrency limits now have
+    -- room (slot_queues: named by the worker, empty unless it serves such a queue).
     SELECT pg_notify('queue_jobs', w.queue)
-    FROM (SELECT DISTINCT queue FROM updated WHERE state = 'waiting') w
+    FROM (SELECT queue FROM updated WHERE state = 'waiting'
+          UNION
+          SELECT q FROM unnest($11::text[]) q
+          WHERE cardinality($11::text[]) > 0
+            AND (EXISTS (SELECT 1 FROM removed) OR EXISTS (SELECT 1 FROM updated) OR EXISTS (SELECT 1 FROM released))) w
 )
 SELECT seq, state::text AS state FROM removed
 UNION ALL
@@ -230,6 +307,7 @@ type JobFinishManyParams struct {
 	DefaultRemoveOnComplete int32
 	DefaultRemoveOnFail     int32
 	Worker                  string
+	SlotQueues              []string
 }
 
 type JobFinishManyRow struct {
@@ -256,6 +334,7 @@ func (q *Queries) JobFinishMany(ctx context.Context, arg JobFinishManyParams) ([
 		arg.DefaultRemoveOnComplete,
 		arg.DefaultRemoveOnFail,
 		arg.Worker,
+		arg.SlotQueues,
 	)
 	if err != nil {
 		return nil, err
@@ -474,4 +553,58 @@ type JobSetProgressParams struct {
 func (q *Queries) JobSetProgress(ctx context.Context, arg JobSetProgressParams) error {
 	_, err := q.db.Exec(ctx, jobSetProgress, arg.Seqs, arg.Tokens, arg.Progress)
 	return err
+}
+
+const queueHold = `-- name: QueueHold :one
+SELECT held_by,
+       coalesce(ceil(extract(epoch FROM next_start_at - clock_timestamp()) * 1000), 0)::bigint AS next_start_in_ms
+FROM queue.queues WHERE name = $1::text
+`
+
+type QueueHoldRow struct {
+	HeldBy        *string
+	NextStartInMs int64
+}
+
+// What held the last claim of a queue back, and in how many milliseconds a rate window
+// has room again (by the database's clock, so the worker's own clock does not matter).
+func (q *Queries) QueueHold(ctx context.Context, name string) (QueueHoldRow, error) {
+	row := q.db.QueryRow(ctx, queueHold, name)
+	var i QueueHoldRow
+	err := row.Scan(&i.HeldBy, &i.NextStartInMs)
+	return i, err
+}
+
+const queueLimits = `-- name: QueueLimits :many
+SELECT name, coalesce(limited, false)::boolean AS limited,
+       (concurrency IS NOT NULL OR group_concurrency IS NOT NULL)::boolean AS slot_limited
+FROM queue.queues WHERE name = ANY ($1::text[])
+`
+
+type QueueLimitsRow struct {
+	Name        string
+	Limited     bool
+	SlotLimited bool
+}
+
+// Which of the given queues have limits (claimed through JobClaimLimited), and which
+// limit how many jobs run at once (their finishes wake the other workers).
+func (q *Queries) QueueLimits(ctx context.Context, names []string) ([]QueueLimitsRow, error) {
+	rows, err := q.db.Query(ctx, queueLimits, names)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []QueueLimitsRow{}
+	for rows.Next() {
+		var i QueueLimitsRow
+		if err := rows.Scan(&i.Name, &i.Limited, &i.SlotLimited); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }

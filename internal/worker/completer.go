@@ -106,7 +106,7 @@ func (w *Worker) flush(defaults queue.RetentionDefaults, batch []finished) {
 	for attempt := 0; ; attempt++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		var err error
-		states, err = w.runner.Finish(ctx, defaults, outcomes)
+		states, err = w.runner.FinishAndWake(ctx, defaults, outcomes, w.slotQueues(batch))
 		cancel()
 		if err == nil {
 			break

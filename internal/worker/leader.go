@@ -107,6 +107,9 @@ func (w *Worker) maintain(ctx context.Context, m *queue.Maintenance, lastEventsT
 		if _, err := m.TrimEvents(ctx); err != nil {
 			return err
 		}
+		if _, err := m.TrimLimits(ctx); err != nil {
+			return err
+		}
 		*lastEventsTrim = time.Now()
 	}
 	for _, task := range w.kinds.Tasks() {

@@ -39,7 +39,7 @@ func (w *Worker) listenOnce(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	for _, ch := range []string{queue.NotifyChannel, CancelChannel} {
+	for _, ch := range []string{queue.NotifyChannel, CancelChannel, SettingsChannel} {
 		if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
 			return err
 		}
@@ -54,6 +54,8 @@ func (w *Worker) listenOnce(ctx context.Context) error {
 		switch n.Channel {
 		case queue.NotifyChannel:
 			w.wakeQueue(n.Payload)
+		case SettingsChannel:
+			signal(w.limitsChanged)
 		case CancelChannel:
 			if seq, err := strconv.ParseInt(n.Payload, 10, 64); err == nil {
 				if r := w.lookup(seq); r != nil {

@@ -86,6 +86,9 @@ type Worker struct {
 	types     []string
 	producers map[string]*producer
 	outcomes  chan finished
+	// limits of this worker's queues, as last read; limitsChanged asks for a reread.
+	limits        atomic.Pointer[map[string]queue.Limits]
+	limitsChanged chan struct{}
 
 	mu       sync.Mutex
 	running  map[int64]*run
@@ -138,9 +141,10 @@ func New(pool *pgxpool.Pool, registry *kinds.Registry, cfg Config) (*Worker, err
 	}
 	w := &Worker{
 		pool: pool, runner: queue.NewRunner(pool, cfg.ID), kinds: registry, cfg: cfg, types: types,
-		log:       cfg.Logger.With("worker", cfg.ID),
-		producers: map[string]*producer{},
-		running:   map[int64]*run{},
+		log:           cfg.Logger.With("worker", cfg.ID),
+		producers:     map[string]*producer{},
+		running:       map[int64]*run{},
+		limitsChanged: make(chan struct{}, 1),
 	}
 	total := 0
 	for _, q := range cfg.Queues {
@@ -192,6 +196,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	start(w.heartbeatLoop)
 	start(w.progressLoop)
 	start(w.leaderLoop)
+	start(w.limitsLoop)
 	finisherDone := make(chan struct{})
 	go func() { defer close(finisherDone); w.finishLoop() }()
 

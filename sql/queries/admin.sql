@@ -9,6 +9,7 @@ FROM queue.jobs
 WHERE (sqlc.narg(state)::text IS NULL OR state = sqlc.narg(state)::text)
   AND (sqlc.narg(type)::text IS NULL OR type = sqlc.narg(type)::text)
   AND (sqlc.narg(queue)::text IS NULL OR queue = sqlc.narg(queue)::text)
+  AND (sqlc.narg(group_key)::text IS NULL OR group_key = sqlc.narg(group_key)::text)
   AND (sqlc.narg(before_seq)::bigint IS NULL OR seq < sqlc.narg(before_seq)::bigint)
 ORDER BY seq DESC
 LIMIT sqlc.arg(max)::integer;

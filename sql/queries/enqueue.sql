@@ -9,6 +9,7 @@ WITH input AS MATERIALIZED (
     FROM (
         SELECT unnest(sqlc.arg(types)::text[]) AS type,
                unnest(sqlc.arg(queues)::text[]) AS queue,
+               unnest(sqlc.arg(groups)::text[]) AS group_key,
                unnest(sqlc.arg(data)::jsonb[]) AS data,
                unnest(sqlc.arg(priorities)::integer[]) AS priority,
                unnest(sqlc.arg(delays_ms)::bigint[]) AS delay_ms,
@@ -22,9 +23,9 @@ WITH input AS MATERIALIZED (
     ) u
 ),
 inserted AS (
-    INSERT INTO queue.jobs (seq, id, type, queue, state, priority, data, max_attempts, backoff_type,
+    INSERT INTO queue.jobs (seq, id, type, queue, group_key, state, priority, data, max_attempts, backoff_type,
                             backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at)
-    SELECT i.seq, coalesce(nullif(i.job_id, ''), i.seq::text), i.type, i.queue,
+    SELECT i.seq, coalesce(nullif(i.job_id, ''), i.seq::text), i.type, i.queue, i.group_key,
            CASE WHEN i.delay_ms > 0 THEN 'delayed' ELSE 'waiting' END,
            i.priority, i.data, i.max_attempts, i.backoff_type, i.backoff_delay_ms,
            nullif(i.timeout_ms, 0), nullif(i.remove_on_complete, -2), nullif(i.remove_on_fail, -2),
@@ -57,10 +58,10 @@ ORDER BY seq;
 -- this form costs the server about a tenth less per commit. Same semantics: an existing
 -- job id inserts nothing and returns no row.
 WITH inserted AS (
-    INSERT INTO queue.jobs (seq, id, type, queue, state, priority, data, max_attempts, backoff_type,
+    INSERT INTO queue.jobs (seq, id, type, queue, group_key, state, priority, data, max_attempts, backoff_type,
                             backoff_delay_ms, timeout_ms, remove_on_complete, remove_on_fail, run_at)
     SELECT s.seq, coalesce(sqlc.narg(job_id)::text, s.seq::text), sqlc.arg(type)::text,
-           sqlc.arg(queue)::text,
+           sqlc.arg(queue)::text, sqlc.arg(group_key)::text,
            CASE WHEN sqlc.arg(delay_ms)::bigint > 0 THEN 'delayed' ELSE 'waiting' END,
            sqlc.arg(priority)::integer, sqlc.arg(data)::jsonb, sqlc.arg(max_attempts)::integer,
            sqlc.arg(backoff_type)::text, sqlc.arg(backoff_delay_ms)::integer,

@@ -198,3 +198,15 @@ DELETE FROM queue.workers WHERE id = sqlc.arg(id)::text;
 -- name: WorkersExpire :execrows
 -- The leader forgets workers that stopped heartbeating.
 DELETE FROM queue.workers WHERE expires_at < now();
+
+-- name: QueueStartsTrim :execrows
+-- Starts that no rate window of their queue still counts. Each claim of a rate-limited
+-- queue deletes its own; this catches queues no longer claimed, or no longer limited.
+DELETE FROM queue.queue_starts s
+WHERE s.at < now() - (SELECT greatest(coalesce(max(q.rate_period_ms), 0), coalesce(max(q.group_rate_period_ms), 0))
+                      FROM queue.queues q WHERE q.name = s.queue) * interval '1 millisecond';
+
+-- name: QueueGroupsTrim :execrows
+-- Round-robin positions of groups that have not started for a day: a group without one
+-- counts as not started lately, so forgetting them changes nothing that matters.
+DELETE FROM queue.queue_groups WHERE last_started_at < now() - interval '1 day';

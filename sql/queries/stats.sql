@@ -17,7 +17,7 @@ SELECT queue, state, type, sum(n) FROM folded GROUP BY queue, state, type HAVING
 
 -- name: QueueSettings :many
 -- Every queue that has a settings row.
-SELECT name, paused, created_at, updated_at FROM queue.queues ORDER BY name;
+SELECT * FROM queue.queues ORDER BY name;
 
 -- name: WorkerList :many
 -- Live workers (seen within their last three heartbeats), oldest first.

@@ -1,7 +1,7 @@
 -- name: JobClaim :many
 -- Claims up to max runnable jobs of one queue for a worker, in the exact order of
 -- jobs_claim_idx (queue, priority DESC, run_at, seq), unless the queue or everything is
--- paused. The CTE is a fence: the UPDATE touches only the rows the LIMIT picked. Each
+-- paused, or the queue has limits (JobClaimLimited claims those). The CTE is a fence: the UPDATE touches only the rows the LIMIT picked. Each
 -- claim gets a token of its own that the run's later statements must present. The claim
 -- commits durably: a handler must never start on a claim that a crash could undo, or a
 -- second worker could claim and run the job at the same time.
@@ -12,7 +12,7 @@ WITH picked AS MATERIALIZED (
       AND queue = sqlc.arg(queue)::text
       AND type = ANY (sqlc.arg(types)::text[])
       AND NOT (SELECT paused FROM queue.queue_state)
-      AND NOT EXISTS (SELECT 1 FROM queue.queues q WHERE q.name = sqlc.arg(queue)::text AND q.paused)
+      AND NOT EXISTS (SELECT 1 FROM queue.queues q WHERE q.name = sqlc.arg(queue)::text AND (q.paused OR q.limited))
     ORDER BY priority DESC, run_at, seq
     LIMIT sqlc.arg(max)::integer
     FOR UPDATE SKIP LOCKED
@@ -36,6 +36,27 @@ audit AS (
 )
 SELECT * FROM claimed
 ORDER BY priority DESC, run_at, seq;
+
+-- name: JobClaimLimited :many
+-- Claims up to max runnable jobs of a queue with limits: as many as its concurrency and
+-- rate limits, and its groups' limits, allow at this instant across every worker (see
+-- queue.claim_limited). A claim cut short records why in the queue's settings row.
+SELECT * FROM queue.claim_limited(sqlc.arg(queue)::text, sqlc.arg(types)::text[], sqlc.arg(max)::integer,
+                                  sqlc.arg(worker)::text, sqlc.arg(lease_ms)::bigint);
+
+-- name: QueueHold :one
+-- What held the last claim of a queue back, and in how many milliseconds a rate window
+-- has room again (by the database's clock, so the worker's own clock does not matter).
+SELECT held_by,
+       coalesce(ceil(extract(epoch FROM next_start_at - clock_timestamp()) * 1000), 0)::bigint AS next_start_in_ms
+FROM queue.queues WHERE name = sqlc.arg(name)::text;
+
+-- name: QueueLimits :many
+-- Which of the given queues have limits (claimed through JobClaimLimited), and which
+-- limit how many jobs run at once (their finishes wake the other workers).
+SELECT name, coalesce(limited, false)::boolean AS limited,
+       (concurrency IS NOT NULL OR group_concurrency IS NOT NULL)::boolean AS slot_limited
+FROM queue.queues WHERE name = ANY (sqlc.arg(names)::text[]);
 
 -- name: JobFinishMany :many
 -- Records the outcome of many attempts in one statement: completion (ok), retry
@@ -114,8 +135,14 @@ audit AS (
     SELECT id, type, queue, state, attempts_made, message, sqlc.arg(worker)::text FROM updated
 ),
 wake AS (
+    -- Queues that gained a runnable job, and queues whose concurrency limits now have
+    -- room (slot_queues: named by the worker, empty unless it serves such a queue).
     SELECT pg_notify('queue_jobs', w.queue)
-    FROM (SELECT DISTINCT queue FROM updated WHERE state = 'waiting') w
+    FROM (SELECT queue FROM updated WHERE state = 'waiting'
+          UNION
+          SELECT q FROM unnest(sqlc.arg(slot_queues)::text[]) q
+          WHERE cardinality(sqlc.arg(slot_queues)::text[]) > 0
+            AND (EXISTS (SELECT 1 FROM removed) OR EXISTS (SELECT 1 FROM updated) OR EXISTS (SELECT 1 FROM released))) w
 )
 SELECT seq, state::text AS state FROM removed
 UNION ALL
