@@ -1,8 +1,8 @@
 // Package db is the Go client of the queue for applications: enqueue jobs inside your own
 // transaction (a job exists if and only if your transaction commits), read, list,
-// cancel, retry and remove them, read stats, and pause or resume queues. It applies the
-// same checks as the HTTP API, the job's data included, and its errors name the field
-// (options.priority, data.to).
+// cancel, retry and remove them, read stats, and pause, resume or limit queues. It
+// applies the same checks as the HTTP API, the job's data included, and its errors name
+// the field (options.priority, data.to).
 //
 // Options are plain values whose zero fields mean the defaults, so a job is one line:
 //
@@ -11,6 +11,12 @@
 // where Welcome is any struct that marshals to the job type's data and names its type
 // with a Kind method (or use Raw). Running jobs is the worker's business: nothing here
 // claims, finishes or otherwise moves a job through a worker's protocol.
+//
+// Flow control is a queue's setting, changed with SetQueueLimits: how many of its jobs
+// run at once, how many start per period, the same for each group of jobs
+// (Options.Group), and fair turns between groups. Settings live in Postgres, so a limit
+// holds across every worker together, not per process; workers apply a change within
+// their poll interval. A job held back by a limit just keeps waiting.
 package db
 
 import (
@@ -190,6 +196,7 @@ type ListFilter struct {
 	State  string
 	Type   string
 	Queue  string
+	Group  string
 	Limit  int    // 1..500; 0 means 50
 	Cursor string // a previous page's NextCursor
 }
@@ -203,7 +210,9 @@ type Page struct {
 // List returns a page of jobs, newest first by submission; jobs submitted meanwhile
 // never shift the pages that follow.
 func (c *Client) List(ctx context.Context, f ListFilter) (Page, error) {
-	p, err := c.q.List(ctx, queue.ListFilter{State: f.State, Type: f.Type, Queue: f.Queue, Limit: f.Limit, Cursor: f.Cursor})
+	p, err := c.q.List(ctx, queue.ListFilter{
+		State: f.State, Type: f.Type, Queue: f.Queue, Group: f.Group, Limit: f.Limit, Cursor: f.Cursor,
+	})
 	if err != nil {
 		return Page{}, err
 	}
@@ -267,6 +276,9 @@ func (c *Client) ResumeQueue(ctx context.Context, name string) error {
 // Queues lists every queue that has jobs, settings, or a live worker, by name.
 func (c *Client) Queues(ctx context.Context) ([]Queue, error) { return c.q.Queues(ctx) }
 
+// Queue reads one queue; ErrNotFound when it has no jobs, settings or live worker.
+func (c *Client) Queue(ctx context.Context, name string) (Queue, error) { return c.q.Queue(ctx, name) }
+
 // Workers lists the live worker processes.
 func (c *Client) Workers(ctx context.Context) ([]Worker, error) { return c.q.Workers(ctx) }
 
@@ -277,8 +289,13 @@ type (
 	Stats = queue.Stats
 	// Counts are jobs by state.
 	Counts = queue.Counts
-	// Queue is a queue: its pause switch, its counts, its live workers, and the types
-	// with jobs that no live worker serving it handles.
+	// Queue is a queue: its pause switch, its flow control, its counts, its live
+	// workers, and the types with jobs that no live worker serving it handles.
+	// Concurrency, Rate, GroupConcurrency and GroupRate are nil when there is no such
+	// limit; a rate is Limit starts in any Period milliseconds. HeldBy names the limit
+	// that held back the queue's last claim ("concurrency", "rate", "groupConcurrency",
+	// "groupRate"; nil when none did), HeldSince since when, and NextStartAt when a full
+	// rate window has room again. See Limits for what each limit means.
 	Queue = queue.Queue
 	// Worker is a live worker process: its queues with their concurrency, its types and
 	// how many jobs it runs now.
@@ -287,7 +304,7 @@ type (
 
 // Errors. Test them with errors.Is and errors.As.
 var (
-	// ErrNotFound: no job has that id.
+	// ErrNotFound: no job has that id, or no queue that name.
 	ErrNotFound = queue.ErrNotFound
 	// ErrConflict: the job's state does not allow the operation (the message says why).
 	ErrConflict = queue.ErrConflict
@@ -306,6 +323,7 @@ type Job struct {
 	ID           string
 	Type         string
 	Queue        string
+	Group        string // "" when none
 	State        string // waiting, delayed, active, completed, failed or cancelled
 	Data         json.RawMessage
 	Priority     int
@@ -336,6 +354,9 @@ func jobFrom(j queue.Job) Job {
 	}
 	if j.Error != nil {
 		out.Error = *j.Error
+	}
+	if j.Group != nil {
+		out.Group = *j.Group
 	}
 	for i, e := range j.Errors {
 		at, _ := time.Parse(time.RFC3339, e.At)

@@ -150,3 +150,45 @@ func ExampleRaw() {
 	fmt.Println(res.Job.Type, res.Job.Priority)
 	// Output: CLEANUP 1
 }
+
+// An SMTP relay takes 10 messages a second and 2 connections at once, however many
+// workers send; each customer gets one message at a time, in fair turns with the others.
+func ExampleClient_SetQueueLimits() {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, exampleURL)
+	if err != nil {
+		panic(err)
+	}
+	defer pool.Close()
+	client := db.NewClient(pool, db.Config{})
+	defer client.Close()
+
+	q, err := client.SetQueueLimits(ctx, "smtp", db.Limits{
+		Concurrency:      db.Concurrency(2),
+		Rate:             db.Rate(10, time.Second),
+		GroupConcurrency: db.Concurrency(1),
+		Fair:             db.On(),
+	})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(q.Name, *q.Concurrency, q.Rate.Limit, time.Duration(q.Rate.Period)*time.Millisecond, *q.GroupConcurrency, q.Fair)
+
+	res, err := client.Enqueue(ctx, pool, WelcomeEmail{To: "cy@example.com", Subject: "Invoice", Template: "welcome"},
+		db.Options{Queue: "smtp", Group: "customer-42"})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(res.Job.Queue, res.Job.Group, res.Job.State)
+
+	// Zero fields keep their setting; a limit goes only when asked to.
+	q, err = client.SetQueueLimits(ctx, "smtp", db.Limits{Rate: db.NoRateLimit()})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(q.Rate == nil, *q.Concurrency, q.Fair)
+	// Output:
+	// smtp 2 10 1s 1 true
+	// smtp customer-42 waiting
+	// true 2 true
+}

@@ -13,6 +13,10 @@ import (
 type Options struct {
 	// Queue is the job's queue: 1..64 characters of [a-z0-9_-]. Default "default".
 	Queue string
+	// Group is the unit of the queue's per-group limits and of its fairness (a tenant, a
+	// customer): 1..128 characters, no control characters. Default: none (jobs without a
+	// group count as one group).
+	Group string
 	// Priority is 1..20, higher first (PriorityLow 1, PriorityNormal 5, PriorityHigh 10,
 	// PriorityUrgent 20). Default 5.
 	Priority int
@@ -89,6 +93,9 @@ func (o Options) engine() queue.Options {
 	var e queue.Options
 	if o.Queue != "" {
 		e.Queue = &o.Queue
+	}
+	if o.Group != "" {
+		e.Group = &o.Group
 	}
 	if o.Priority != 0 {
 		e.Priority = &o.Priority

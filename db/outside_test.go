@@ -21,8 +21,8 @@ import (
 )
 
 // outsideMain is an application in a module of its own: it imports only the public
-// package, enqueues a job in a transaction it commits and one in a transaction it rolls
-// back, and shows a field error.
+// package, limits its queue, enqueues a grouped job in a transaction it commits and one
+// in a transaction it rolls back, and shows a field error.
 const outsideMain = `package main
 
 import (
@@ -30,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -53,12 +54,20 @@ func main() {
 	client := db.NewClient(pool, db.Config{})
 	defer client.Close()
 
+	q, err := client.SetQueueLimits(ctx, "maintenance", db.Limits{
+		Concurrency: db.Concurrency(1), Rate: db.Rate(5, time.Second), GroupConcurrency: db.Concurrency(1), Fair: db.On(),
+	})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Printf("limited %d/%d/%d/%t\n", *q.Concurrency, q.Rate.Limit, q.Rate.Period, q.Fair)
+
 	for _, commit := range []bool{true, false} {
 		tx, err := pool.Begin(ctx)
 		if err != nil {
 			panic(err)
 		}
-		res, err := client.Enqueue(ctx, tx, Cleanup{TargetType: "temp_files", OlderThan: 3600000}, db.Options{Queue: "maintenance"})
+		res, err := client.Enqueue(ctx, tx, Cleanup{TargetType: "temp_files", OlderThan: 3600000}, db.Options{Queue: "maintenance", Group: "tenant-1"})
 		if err != nil {
 			panic(err)
 		}
@@ -127,12 +136,14 @@ func TestOutsideModuleEnqueuesInItsOwnTransaction(t *testing.T) {
 		ids[what] = id
 	}
 	require.Equal(t, "data.targetType", ids["refused"], "the built-in type's rules ran in the application")
+	require.Equal(t, "1/5/1000/true", ids["limited"])
 	require.NotEmpty(t, ids["committed"])
 	require.NotEmpty(t, ids["rolled-back"])
 	require.Zero(t, env.Count(t, "SELECT count(*) FROM queue.job_events WHERE job_id = $1", ids["rolled-back"]),
 		"the rolled-back job never existed")
 
-	// A worker serving the application's queue runs the committed job.
+	// A worker serving the application's queue runs the committed job, within the
+	// limits the application set.
 	settings := jobs.Settings{CleanupTempRoot: t.TempDir(), CleanupLogsRoot: t.TempDir()}
 	w, err := worker.New(env.Pool, jobs.Builtin(jobs.Deps{Settings: settings}), worker.Config{
 		Queues: []worker.QueueConfig{{Name: "maintenance", Concurrency: 1}}, PollInterval: 50 * time.Millisecond,
@@ -150,6 +161,9 @@ func TestOutsideModuleEnqueuesInItsOwnTransaction(t *testing.T) {
 		j, err := client.Get(context.Background(), ids["committed"])
 		return err == nil && j.State == "completed"
 	}, 30*time.Second, 20*time.Millisecond)
+	j, err := client.Get(context.Background(), ids["committed"])
+	require.NoError(t, err)
+	require.Equal(t, "tenant-1", j.Group)
 	_, err = client.Get(context.Background(), ids["rolled-back"])
 	require.ErrorIs(t, err, db.ErrNotFound)
 }

@@ -235,8 +235,11 @@ CREATE FUNCTION queue.pick_grouped(
     OUT held_by       text,
     OUT next_start_at timestamptz
 )
-    LANGUAGE sql
+    -- plpgsql, not sql: its statement's plan is cached across calls instead of being
+    -- planned on every claim.
+    LANGUAGE plpgsql
 AS $$
+BEGIN
 WITH RECURSIVE grp AS (
     (SELECT j.group_key, j.priority, j.run_at, j.seq
      FROM queue.jobs j
@@ -288,23 +291,54 @@ cut AS (
     ORDER BY priority DESC, CASE WHEN q.fair THEN last END ASC NULLS FIRST, run_at, seq
     OFFSET p_allowed - 1 LIMIT 1
 ),
-cand AS (
-    SELECT o.group_key, o.last, o.room, c.seq, c.priority, c.run_at,
-           row_number() OVER (PARTITION BY o.group_key ORDER BY c.priority DESC, c.run_at, c.seq) AS round
+-- A group's candidates: its head, and the jobs after it that could come before the cut,
+-- each set read as a range of jobs_group_claim_idx (a filter that rejects rows would
+-- walk the group's whole backlog looking for more).
+more AS (
+    SELECT o.group_key, c.seq, c.priority, c.run_at
     FROM open o
     LEFT JOIN cut ON true
     CROSS JOIN LATERAL (
-        SELECT j.seq, j.priority, j.run_at
-        FROM queue.jobs j
-        WHERE j.state = 'waiting' AND j.queue = q.name AND j.group_key = o.group_key
-          AND j.type = ANY (p_types)
-          AND (j.seq = o.seq OR cut.seq IS NULL OR j.priority > cut.priority
-               OR (NOT q.fair AND j.priority = cut.priority AND (j.run_at, j.seq) < (cut.run_at, cut.seq)))
-        ORDER BY j.priority DESC, j.run_at, j.seq
-        LIMIT o.room) c
+        -- No cut: the group's first jobs, as many as its room.
+        (SELECT j.seq, j.priority, j.run_at
+         FROM queue.jobs j
+         WHERE cut.seq IS NULL AND o.room > 1
+           AND j.state = 'waiting' AND j.queue = q.name AND j.group_key = o.group_key
+           AND j.type = ANY (p_types)
+         ORDER BY j.priority DESC, j.run_at, j.seq
+         LIMIT o.room)
+        UNION ALL
+        -- Jobs of a higher priority than the cut.
+        (SELECT j.seq, j.priority, j.run_at
+         FROM queue.jobs j
+         WHERE cut.seq IS NOT NULL AND o.room > 1 AND o.priority > cut.priority
+           AND j.state = 'waiting' AND j.queue = q.name AND j.group_key = o.group_key
+           AND j.priority > cut.priority AND j.type = ANY (p_types)
+         ORDER BY j.priority DESC, j.run_at, j.seq
+         LIMIT o.room)
+        UNION ALL
+        -- Not fair: jobs of the cut's priority that come no later than it.
+        (SELECT j.seq, j.priority, j.run_at
+         FROM queue.jobs j
+         WHERE cut.seq IS NOT NULL AND o.room > 1 AND NOT q.fair
+           AND j.state = 'waiting' AND j.queue = q.name AND j.group_key = o.group_key
+           AND j.priority = cut.priority AND (j.run_at, j.seq) <= (cut.run_at, cut.seq)
+           AND j.type = ANY (p_types)
+         ORDER BY j.run_at, j.seq
+         LIMIT o.room)
+    ) c
+),
+cand AS (
+    SELECT s.group_key, o.last, o.room, s.seq, s.priority, s.run_at,
+           row_number() OVER (PARTITION BY s.group_key ORDER BY s.priority DESC, s.run_at, s.seq) AS round
+    FROM (SELECT group_key, seq, priority, run_at FROM open
+          UNION
+          SELECT group_key, seq, priority, run_at FROM more) s
+    JOIN open o ON o.group_key = s.group_key
 ),
 picked AS (
     SELECT seq, group_key FROM cand
+    WHERE round <= room -- each group within its own limits
     ORDER BY priority DESC,
              CASE WHEN q.fair THEN round END,
              CASE WHEN q.fair THEN last END ASC NULLS FIRST,
@@ -320,10 +354,12 @@ bound AS (
     CROSS JOIN LATERAL (SELECT count(*) AS picked FROM picked p WHERE p.group_key = o.group_key) n
     WHERE o.room < p_allowed AND o.room = n.picked
 )
-SELECT (SELECT coalesce(array_agg(seq), '{}') FROM picked),
-       (SELECT CASE WHEN coalesce(bool_or(rate_full), false) THEN 'groupRate'
-                    WHEN count(*) > 0 THEN 'groupConcurrency' END FROM bound),
-       (SELECT min(oldest) + q.group_rate_period_ms * interval '1 millisecond' FROM bound WHERE rate_full)
+SELECT (SELECT coalesce(array_agg(p.seq), '{}') FROM picked p),
+       (SELECT CASE WHEN coalesce(bool_or(b.rate_full), false) THEN 'groupRate'
+                    WHEN count(*) > 0 THEN 'groupConcurrency' END FROM bound b),
+       (SELECT min(b.oldest) + q.group_rate_period_ms * interval '1 millisecond' FROM bound b WHERE b.rate_full)
+INTO seqs, held_by, next_start_at;
+END
 $$;
 -- +goose StatementEnd
 

@@ -62,7 +62,7 @@ type QueueLimits struct {
 func (l *QueueLimits) Validate(prefix string, v *ValidationError) {
 	limit := func(field string, s Setting[int]) {
 		if s.Value != nil && (*s.Value < 1 || *s.Value > MaxLimit) {
-			v.Add(prefix+field, "must be between 1 and %d, or null for no limit", MaxLimit)
+			v.Add(prefix+field, "must be between 1 and %d (or cleared, for no limit)", MaxLimit)
 		}
 	}
 	rate := func(field string, s Setting[Rate]) {

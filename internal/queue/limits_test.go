@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -315,4 +317,154 @@ func TestLimitsAreReadableInSQL(t *testing.T) {
 		SELECT concurrency, group_rate_limit, group_rate_period_ms, limited, held_by
 		FROM queue.queues WHERE name = 'emails'`).Scan(&conc, &grl, &grp, &limited, &held))
 	require.Equal(t, []any{1, 5, 1000, true, "concurrency"}, []any{conc, grl, grp, limited, held})
+}
+
+// waitingJob is a waiting job as the model of a grouped claim sees it.
+type waitingJob struct {
+	seq      int64
+	group    string
+	priority int
+	runAt    time.Time
+	last     *time.Time // the group's last start (fair queues)
+}
+
+// modelPick is what a grouped claim must take: jobs in the queue's order, each group
+// within its room; fair queues order equal priorities by round (a group's 1st job, then
+// every group's 2nd, ...) and, within a round, by the group's last start, oldest first.
+func modelPick(jobs []waitingJob, room map[string]int, allowed int, fair bool) []int64 {
+	slices.SortFunc(jobs, func(a, b waitingJob) int {
+		if a.group != b.group {
+			return strings.Compare(a.group, b.group)
+		}
+		if a.priority != b.priority {
+			return b.priority - a.priority
+		}
+		if c := a.runAt.Compare(b.runAt); c != 0 {
+			return c
+		}
+		return int(a.seq - b.seq)
+	})
+	type cand struct {
+		waitingJob
+		round int
+	}
+	var cands []cand
+	rounds := map[string]int{}
+	for _, j := range jobs {
+		rounds[j.group]++
+		if rounds[j.group] <= room[j.group] {
+			cands = append(cands, cand{j, rounds[j.group]})
+		}
+	}
+	slices.SortFunc(cands, func(a, b cand) int {
+		if a.priority != b.priority {
+			return b.priority - a.priority
+		}
+		if fair {
+			if a.round != b.round {
+				return a.round - b.round
+			}
+			switch {
+			case a.last == nil && b.last != nil:
+				return -1
+			case a.last != nil && b.last == nil:
+				return 1
+			case a.last != nil && !a.last.Equal(*b.last):
+				return a.last.Compare(*b.last)
+			}
+		}
+		if c := a.runAt.Compare(b.runAt); c != 0 {
+			return c
+		}
+		return int(a.seq - b.seq)
+	})
+	out := []int64{}
+	for _, c := range cands[:min(allowed, len(cands))] {
+		out = append(out, c.seq)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// A grouped claim takes exactly the jobs the model says, whatever the mix of groups,
+// priorities, group limits and claim sizes: checked against random queues, claim after
+// claim, with some runs finishing in between.
+func TestGroupedClaimMatchesModel(t *testing.T) {
+	t.Parallel()
+	for _, fair := range []bool{false, true} {
+		for seed := range 4 {
+			t.Run(fmt.Sprintf("fair=%v/seed=%d", fair, seed), func(t *testing.T) {
+				t.Parallel()
+				ctx := context.Background()
+				b := setup(t)
+				rng := rand.New(rand.NewPCG(uint64(seed), 7))
+				limit := 1 + rng.IntN(3)
+				l := queue.QueueLimits{Fair: queue.To(fair), GroupConcurrency: queue.To(limit)}
+				if rng.IntN(2) == 0 {
+					l.GroupConcurrency = queue.Clear[int]() // fairness or priorities alone
+					l.Fair = queue.To(true)
+					limit = 1 << 20
+				}
+				b.setLimits(t, "mix", l)
+				for g := range 7 {
+					for range rng.IntN(9) {
+						b.enqueueIn(t, "mix", fmt.Sprintf("g%d", g), []int{1, 5, 5, 10}[rng.IntN(4)], 1)
+					}
+				}
+				r := queue.NewRunner(b.pool, "w1")
+				var running []queue.Job
+				for round := range 12 {
+					want := b.modelState(t, "mix", limit, l.Fair.Value != nil && *l.Fair.Value)
+					max := 1 + rng.IntN(12)
+					got, err := r.ClaimLimited(ctx, "mix", anyType, max, time.Minute)
+					require.NoError(t, err)
+					gotSeqs := make([]int64, len(got))
+					for i, j := range got {
+						gotSeqs[i] = j.Seq
+					}
+					slices.Sort(gotSeqs)
+					require.Equal(t, want(max), gotSeqs, "round %d, claim of %d", round, max)
+					running = append(running, got...)
+					// Finish a random share of what runs.
+					rng.Shuffle(len(running), func(i, j int) { running[i], running[j] = running[j], running[i] })
+					k := rng.IntN(len(running) + 1)
+					finishAll(t, r, running[:k])
+					running = running[k:]
+				}
+			})
+		}
+	}
+}
+
+// modelState reads the waiting jobs, the leases and the fair order of a queue, and
+// returns the model's pick for a claim of n.
+func (b *bundle) modelState(t *testing.T, q string, groupLimit int, fair bool) func(n int) []int64 {
+	t.Helper()
+	ctx := context.Background()
+	rows, err := b.pool.Query(ctx, `
+		SELECT j.seq, j.group_key, j.priority, j.run_at, g.last_started_at
+		FROM queue.jobs j LEFT JOIN queue.queue_groups g ON g.queue = j.queue AND g.group_key = j.group_key
+		WHERE j.queue = $1 AND j.state = 'waiting'`, q)
+	require.NoError(t, err)
+	var jobs []waitingJob
+	for rows.Next() {
+		var j waitingJob
+		require.NoError(t, rows.Scan(&j.seq, &j.group, &j.priority, &j.runAt, &j.last))
+		jobs = append(jobs, j)
+	}
+	require.NoError(t, rows.Err())
+	room := map[string]int{}
+	for _, j := range jobs {
+		room[j.group] = groupLimit
+	}
+	rows, err = b.pool.Query(ctx, `SELECT group_key, count(*) FROM queue.jobs WHERE queue = $1 AND lease_owner IS NOT NULL GROUP BY 1`, q)
+	require.NoError(t, err)
+	for rows.Next() {
+		var g string
+		var n int
+		require.NoError(t, rows.Scan(&g, &n))
+		room[g] -= n
+	}
+	require.NoError(t, rows.Err())
+	return func(n int) []int64 { return modelPick(jobs, room, n, fair) }
 }

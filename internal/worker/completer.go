@@ -136,6 +136,11 @@ func (w *Worker) flush(defaults queue.RetentionDefaults, batch []finished) {
 	}
 	w.mu.Unlock()
 	for _, f := range batch {
+		if f.run.slotUntilRecorded {
+			f.run.producer.release()
+		}
+	}
+	for _, f := range batch {
 		// Stored only when a snapshot store took it (without one, Remove means "no
 		// snapshot anywhere", and observers should keep theirs).
 		w.report(f, states, removed[f.outcome.Seq] && w.cfg.Snapshots != nil)

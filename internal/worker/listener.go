@@ -44,7 +44,8 @@ func (w *Worker) listenOnce(ctx context.Context) error {
 			return err
 		}
 	}
-	// Jobs may have arrived while we were not listening.
+	// Jobs may have arrived, and limits changed, while we were not listening.
+	signal(w.limitsChanged)
 	w.wakeQueue("")
 	for {
 		n, err := conn.WaitForNotification(ctx)

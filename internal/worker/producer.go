@@ -26,6 +26,12 @@ func newProducer(w *Worker, q QueueConfig) *producer {
 	}
 }
 
+// release frees one slot of this queue in this worker.
+func (p *producer) release() {
+	<-p.slots
+	signal(p.slotFreed)
+}
+
 // fetchLoop claims jobs while slots are free: at once after a notification or when the
 // last claim filled every slot (more are likely waiting), else at the poll interval. A
 // claim of a limited queue that its limits cut short waits for a notification (a finish

@@ -101,8 +101,12 @@ type run struct {
 	producer *producer
 	cancel   context.CancelCauseFunc
 	started  time.Time
-	progress atomic.Int32 // -1: nothing new to write
-	observed atomic.Int32 // last progress given to the Observer
+	// slotUntilRecorded: the queue limits how many jobs run at once across workers, so
+	// this run's slot is freed only once its outcome is recorded (until then the
+	// database counts the job as running, and a claim for the slot would be held back).
+	slotUntilRecorded bool
+	progress          atomic.Int32 // -1: nothing new to write
+	observed          atomic.Int32 // last progress given to the Observer
 
 	// Guarded by Worker.mu. A run either reports its outcome or, at shutdown, is handed
 	// back (its outcome dropped, since the job went back to waiting); never both.
@@ -249,7 +253,8 @@ func (w *Worker) start(p *producer, job queue.Job) {
 		inner := cancel
 		cancel = func(cause error) { inner(cause); stop() }
 	}
-	r := &run{job: job, producer: p, cancel: cancel, started: time.Now(), sent: make(chan struct{})}
+	r := &run{job: job, producer: p, cancel: cancel, started: time.Now(), sent: make(chan struct{}),
+		slotUntilRecorded: w.limitsOf(p.queue).Slots}
 	r.progress.Store(-1)
 	r.observed.Store(-1)
 	w.mu.Lock()
@@ -274,8 +279,9 @@ func (w *Worker) start(p *producer, job queue.Job) {
 			w.outcomes <- finished{run: r, outcome: outcome}
 		}
 		close(r.sent)
-		<-p.slots
-		signal(p.slotFreed)
+		if !report || !r.slotUntilRecorded {
+			p.release()
+		}
 	}()
 }
 
