@@ -87,6 +87,7 @@ func run() error {
 	}
 	defer client.Close()
 	metrics.RegisterDepth(reg, client.Stats)
+	metrics.RegisterHeld(reg, client.Queues)
 
 	store := results.New(rdb, cfg.RedisPrefix, cfg.ResultTTL, log)
 	publisher := store.NewPublisher()

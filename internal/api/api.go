@@ -145,7 +145,7 @@ func New(d Deps) (*Server, error) {
 		streams: newStreamLimiter(d.MaxStreams),
 		stop:    make(chan struct{}),
 	}
-	s.metrics = newMetrics(d.Stats, s.streams)
+	s.metrics = newMetrics(d.Stats, d.Client.Queues, s.streams)
 	doc, err := openAPIFor(d.Client.Kinds().Names())
 	if err != nil {
 		return nil, err
@@ -223,6 +223,7 @@ func (s *Server) routes() error {
 	q.POST("/clean/failed", handle(s.clean(queue.CleanFailed, queue.DefaultCleanFailedAge)))
 	q.GET("/queues", handle(s.listQueues))
 	q.GET("/queues/:name", handle(s.getQueue))
+	q.PUT("/queues/:name", handle(s.setQueueLimits))
 	q.POST("/queues/:name/pause", handle(s.pauseQueue(true)))
 	q.POST("/queues/:name/resume", handle(s.pauseQueue(false)))
 	q.GET("/workers", handle(s.listWorkers))

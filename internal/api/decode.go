@@ -153,6 +153,18 @@ func decodeInt(raw json.RawMessage, field string, v *queue.ValidationError) *int
 	return &i
 }
 
+func decodeBool(raw json.RawMessage, field string, v *queue.ValidationError) *bool {
+	if isNull(raw) {
+		return nil
+	}
+	var b bool
+	if err := json.Unmarshal(raw, &b); err != nil {
+		v.Add(field, "must be true or false")
+		return nil
+	}
+	return &b
+}
+
 func decodeRetention(raw json.RawMessage, field string, v *queue.ValidationError) *queue.Retention {
 	if isNull(raw) {
 		return nil
@@ -167,7 +179,7 @@ func decodeRetention(raw json.RawMessage, field string, v *queue.ValidationError
 
 var (
 	submissionKeys = []string{"type", "data", "options"}
-	optionKeys     = []string{"queue", "priority", "delay", "attempts", "backoff", "jobId", "removeOnComplete", "removeOnFail", "timeout"}
+	optionKeys     = []string{"queue", "group", "priority", "delay", "attempts", "backoff", "jobId", "removeOnComplete", "removeOnFail", "timeout"}
 	backoffKeys    = []string{"type", "delay"}
 )
 
@@ -199,6 +211,7 @@ func decodeOptions(raw json.RawMessage, prefix string, v *queue.ValidationError)
 		return o
 	}
 	o.Queue = decodeString(m["queue"], prefix+"queue", v)
+	o.Group = decodeString(m["group"], prefix+"group", v)
 	o.Priority = decodeInt(m["priority"], prefix+"priority", v)
 	o.Delay = decodeInt64(m["delay"], prefix+"delay", v)
 	o.Attempts = decodeInt(m["attempts"], prefix+"attempts", v)
@@ -219,6 +232,65 @@ func decodeOptions(raw json.RawMessage, prefix string, v *queue.ValidationError)
 		}
 	}
 	return o
+}
+
+var (
+	limitKeys = []string{"concurrency", "rate", "groupConcurrency", "groupRate", "fair"}
+	rateKeys  = []string{"limit", "period"}
+)
+
+// decodeLimits reads the body of PUT /api/queue/queues/:name. A field that is absent
+// keeps its value and null clears it, so each field's presence is kept apart from its
+// value. It records decoding problems only; ranges are checked by QueueLimits.Validate.
+func decodeLimits(raw json.RawMessage, v *queue.ValidationError) queue.QueueLimits {
+	var l queue.QueueLimits
+	m, ok := decodeObject(raw, "", limitKeys, v)
+	if !ok {
+		return l
+	}
+	l.Concurrency = settingOf(m, "concurrency", decodeInt, v)
+	l.Rate = settingOf(m, "rate", decodeRate, v)
+	l.GroupConcurrency = settingOf(m, "groupConcurrency", decodeInt, v)
+	l.GroupRate = settingOf(m, "groupRate", decodeRate, v)
+	l.Fair = settingOf(m, "fair", decodeBool, v)
+	return l
+}
+
+// settingOf reads m[key] as a settings change: absent is not Set, null clears.
+func settingOf[T any](m map[string]json.RawMessage, key string,
+	decode func(json.RawMessage, string, *queue.ValidationError) *T, v *queue.ValidationError) queue.Setting[T] {
+	raw, ok := m[key]
+	switch {
+	case !ok:
+		return queue.Setting[T]{}
+	case isNull(raw):
+		return queue.Clear[T]()
+	}
+	p := decode(raw, key, v)
+	if p == nil {
+		return queue.Setting[T]{} // its problem is recorded; nothing may be cleared by mistake
+	}
+	return queue.Setting[T]{Set: true, Value: p}
+}
+
+// decodeRate reads {"limit", "period"}; both are required.
+func decodeRate(raw json.RawMessage, field string, v *queue.ValidationError) *queue.Rate {
+	m, ok := decodeObject(raw, field+".", rateKeys, v)
+	if !ok {
+		return nil
+	}
+	var r queue.Rate
+	if isNull(m["limit"]) {
+		v.Add(field+".limit", "is required")
+	} else if n := decodeInt(m["limit"], field+".limit", v); n != nil {
+		r.Limit = *n
+	}
+	if isNull(m["period"]) {
+		v.Add(field+".period", "is required")
+	} else if n := decodeInt64(m["period"], field+".period", v); n != nil {
+		r.Period = *n
+	}
+	return &r
 }
 
 // validator checks decoded submissions with the engine's checks: the type is one of the

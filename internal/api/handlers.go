@@ -162,12 +162,16 @@ func (s *Server) cached(ctx context.Context, c *gin.Context, id string) (queue.J
 
 func (s *Server) list(c *gin.Context) error {
 	v := &queue.ValidationError{}
-	f := queue.ListFilter{State: c.Query("state"), Type: c.Query("type"), Queue: c.Query("queue"), Cursor: c.Query("cursor")}
+	f := queue.ListFilter{State: c.Query("state"), Type: c.Query("type"), Queue: c.Query("queue"), Group: c.Query("group"),
+		Cursor: c.Query("cursor")}
 	if f.State != "" && !slices.Contains(queue.States, f.State) {
 		v.Add("state", "must be one of waiting, active, completed, failed, delayed, cancelled")
 	}
 	if f.Queue != "" && !queue.ValidQueueName(f.Queue) {
 		v.Add("queue", queue.QueueNameRule)
+	}
+	if f.Group != "" && !queue.ValidGroup(f.Group) {
+		v.Add("group", queue.GroupRule)
 	}
 	if raw, ok := c.GetQuery("limit"); ok {
 		n, err := strconv.Atoi(raw)

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	qmetrics "github.com/pgqueue/queue/internal/metrics"
 	"github.com/pgqueue/queue/internal/queue"
 )
 
@@ -27,7 +28,8 @@ type metrics struct {
 	cleaned       *prometheus.CounterVec
 }
 
-func newMetrics(stats func(context.Context) (queue.Stats, error), streams *streamLimiter) *metrics {
+func newMetrics(stats func(context.Context) (queue.Stats, error), queues func(context.Context) ([]queue.Queue, error),
+	streams *streamLimiter) *metrics {
 	m := &metrics{
 		registry: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -61,6 +63,8 @@ func newMetrics(stats func(context.Context) (queue.Stats, error), streams *strea
 		}, func() float64 { return float64(streams.inUse()) }),
 		&queueCollector{stats: stats},
 	)
+	// The same gauge as the worker's, so either process shows what flow control holds back.
+	qmetrics.RegisterHeld(m.registry, queues)
 	return m
 }
 

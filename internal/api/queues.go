@@ -61,6 +61,35 @@ func (s *Server) pauseQueue(paused bool) handlerFunc {
 	}
 }
 
+// setQueueLimits serves PUT /api/queue/queues/:name: it changes the flow control of one
+// queue (creating its settings ahead of its jobs if need be) and answers the queue.
+func (s *Server) setQueueLimits(c *gin.Context) error {
+	body, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	if err := checkJSON(body, false); err != nil {
+		return err
+	}
+	v := &queue.ValidationError{}
+	name := c.Param("name")
+	if !queue.ValidQueueName(name) {
+		v.Add("name", queue.QueueNameRule)
+	}
+	limits := decodeLimits(body, v)
+	// Range problems are reported with the decoding ones, all in one answer.
+	limits.Validate("", v)
+	if err := v.Err(); err != nil {
+		return err
+	}
+	q, err := s.deps.Client.SetQueueLimits(c.Request.Context(), name, limits)
+	if err != nil {
+		return err
+	}
+	c.JSON(http.StatusOK, q)
+	return nil
+}
+
 func (s *Server) listWorkers(c *gin.Context) error {
 	list, err := s.deps.Client.Workers(c.Request.Context())
 	if err != nil {

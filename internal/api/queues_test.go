@@ -115,17 +115,7 @@ func TestListJobsByQueue(t *testing.T) {
 	other := e.submitEmail()
 	anyMail := e.submit(map[string]any{"type": anyType, "data": map[string]any{}, "options": map[string]any{"queue": "mail"}})["id"].(string)
 
-	ids := func(q string) []string {
-		r := e.do("GET", "/api/queue/jobs"+q, nil)
-		require.Equal(t, http.StatusOK, r.status, string(r.body))
-		var p struct{ Jobs []queue.Job }
-		require.NoError(t, json.Unmarshal(r.body, &p))
-		out := make([]string, len(p.Jobs))
-		for i, j := range p.Jobs {
-			out[i] = j.ID
-		}
-		return out
-	}
+	ids := func(q string) []string { return e.listIDs(t, q) }
 	require.Equal(t, []string{anyMail, mail2, mail1}, ids("?queue=mail"), "newest first, this queue only")
 	require.Equal(t, []string{other}, ids("?queue=default"))
 	require.Equal(t, []string{mail2, mail1}, ids("?queue=mail&type="+emailType), "with the type filter")
@@ -457,4 +447,18 @@ func TestEventsFilterByQueue(t *testing.T) {
 	require.Contains(t, body, "event: job\ndata: {\"id\":\"2\",\"type\":\"TEST_EMAIL\",\"queue\":\"mail\",\"state\":\"active\",\"at\":\"2026-01-01T00:00:00.000Z\"}\n\n")
 	require.Contains(t, body, "event: progress\ndata: {\"id\":\"2\",\"progress\":30,\"at\":\"2026-01-01T00:00:00.000Z\"}\n\n")
 	require.NotContains(t, body, `"id":"1"`, "filtered by queue")
+}
+
+// listIDs lists jobs with the query (from "?") and returns their ids, in page order.
+func (e *env) listIDs(t *testing.T, query string) []string {
+	t.Helper()
+	r := e.do("GET", "/api/queue/jobs"+query, nil)
+	require.Equal(t, http.StatusOK, r.status, string(r.body))
+	var p struct{ Jobs []queue.Job }
+	require.NoError(t, json.Unmarshal(r.body, &p))
+	out := make([]string, len(p.Jobs))
+	for i, j := range p.Jobs {
+		out[i] = j.ID
+	}
+	return out
 }

@@ -1,6 +1,7 @@
 // Package metrics holds the Prometheus metrics of the queue that both processes expose:
-// job counters and run durations by type (fed by the worker), queue depth by state (read
-// from the trigger-maintained counts at scrape time), and Redis errors.
+// job counters and run durations by type (fed by the worker), claims held back by flow
+// control, queue depth by state and jobs held back by a limit (read at scrape time), and
+// Redis errors.
 package metrics
 
 import (
@@ -21,6 +22,8 @@ const (
 	JobsRescued    = "queue_jobs_rescued_total"
 	JobDuration    = "queue_job_duration_seconds"
 	JobsByState    = "queue_jobs"
+	ClaimsHeld     = "queue_claims_held_total"
+	HeldJobs       = "queue_held_jobs"
 	RedisErrors    = "queue_redis_errors_total"
 	EventsDropped  = "queue_events_dropped_total"
 	scrapeDeadline = 5 * time.Second
@@ -34,6 +37,7 @@ type Jobs struct {
 	retried   *prometheus.CounterVec
 	rescued   *prometheus.CounterVec
 	duration  *prometheus.HistogramVec
+	held      *prometheus.CounterVec
 }
 
 // NewJobs registers the job counters.
@@ -54,8 +58,12 @@ func NewJobs(reg prometheus.Registerer) *Jobs {
 			Help:    "Run time of one attempt, by type and outcome (completed, failed, retried, cancelled).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10), // 1 ms .. ~4.4 min
 		}, []string{"type", "outcome"}),
+		held: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: ClaimsHeld,
+			Help: "Claims of this worker that a limit held back while jobs were waiting, by queue and limit (concurrency, rate, groupConcurrency, groupRate).",
+		}, []string{"queue", "limit"}),
 	}
-	reg.MustRegister(m.duration)
+	reg.MustRegister(m.duration, m.held)
 	return m
 }
 
@@ -63,7 +71,8 @@ func NewJobs(reg prometheus.Registerer) *Jobs {
 func (m *Jobs) Enqueued(jobType string, n int) { m.enqueued.WithLabelValues(jobType).Add(float64(n)) }
 
 // Observe counts a worker's events (it is a worker.Observer): outcomes with their run
-// time, and rescues. Starts, progress, promotions and hand-backs are not counted.
+// time, rescues, and claims held back by a limit. Starts, progress, promotions and
+// hand-backs are not counted.
 func (m *Jobs) Observe(e queue.Event) {
 	switch e.Kind {
 	case queue.EventFinished:
@@ -80,6 +89,8 @@ func (m *Jobs) Observe(e queue.Event) {
 		m.duration.WithLabelValues(e.Job.Type, outcome).Observe(e.Took.Seconds())
 	case queue.EventRescued:
 		m.rescued.WithLabelValues(e.Job.Type).Inc()
+	case queue.EventHeld:
+		m.held.WithLabelValues(e.Queue, e.Limit).Inc()
 	}
 }
 
@@ -110,6 +121,41 @@ func (d *depth) Collect(ch chan<- prometheus.Metric) {
 	}
 	for state, n := range s.ByState() {
 		ch <- prometheus.MustNewConstMetric(d.desc, prometheus.GaugeValue, float64(n), state)
+	}
+}
+
+// held reports, when scraped, the waiting jobs of each queue whose last claim a limit
+// held back, under that limit; a queue that is not held reports nothing, so the series
+// of a limit that stopped holding disappears.
+type held struct {
+	desc   *prometheus.Desc
+	queues func(context.Context) ([]queue.Queue, error)
+}
+
+// RegisterHeld exposes queue_held_jobs{queue,limit}, read from the queue objects.
+func RegisterHeld(reg prometheus.Registerer, queues func(context.Context) ([]queue.Queue, error)) {
+	reg.MustRegister(&held{
+		desc: prometheus.NewDesc(HeldJobs, "Waiting jobs of a queue whose last claim a limit held back, by queue and that limit.",
+			[]string{"queue", "limit"}, nil),
+		queues: queues,
+	})
+}
+
+func (h *held) Describe(ch chan<- *prometheus.Desc) { ch <- h.desc }
+
+func (h *held) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), scrapeDeadline)
+	defer cancel()
+	list, err := h.queues(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(h.desc, err)
+		return
+	}
+	for _, q := range list {
+		if q.HeldBy == nil {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(h.desc, prometheus.GaugeValue, float64(q.Counts.Waiting), q.Name, *q.HeldBy)
 	}
 }
 

@@ -35,6 +35,7 @@ func TestEveryDocumentedMetricAppears(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(client.Close)
 	metrics.RegisterDepth(reg, client.Stats)
+	metrics.RegisterHeld(reg, client.Queues)
 	metrics.RegisterRedis(reg, func() uint64 { return 0 }, func() uint64 { return 0 })
 
 	// A job claimed by a worker that vanished, for the rescue counter.
@@ -44,6 +45,13 @@ func TestEveryDocumentedMetricAppears(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, claimed, 1)
 
+	// A queue that starts one job a day: the second waits, held by the rate.
+	_, err = client.SetQueueLimits(ctx, "limited", queue.QueueLimits{Rate: queue.To(queue.Rate{Limit: 1, Period: queue.MaxRatePeriodMs})})
+	require.NoError(t, err)
+	limited := queue.NewJob{Type: testutil.AnyName, Data: json.RawMessage(`{}`), Options: queue.Options{Queue: ptr("limited")}}
+	_, err = client.EnqueueMany(ctx, pool, []queue.NewJob{limited, limited})
+	require.NoError(t, err)
+
 	reg2 := testutil.Kinds(func(ctx context.Context, j *kinds.Job, d *testutil.Data) (any, error) {
 		if d.Fail != "" {
 			return nil, errors.New(d.Fail)
@@ -51,6 +59,7 @@ func TestEveryDocumentedMetricAppears(t *testing.T) {
 		return nil, nil
 	})
 	w, err := worker.New(pool, reg2, worker.Config{
+		Queues:       []worker.QueueConfig{{Name: queue.DefaultQueue, Concurrency: 5}, {Name: "limited", Concurrency: 2}},
 		PollInterval: 20 * time.Millisecond, RemoveOnComplete: -1, RemoveOnFail: -1, Observer: m,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
@@ -69,7 +78,8 @@ func TestEveryDocumentedMetricAppears(t *testing.T) {
 	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	t.Cleanup(srv.Close)
 	names := []string{metrics.JobsEnqueued, metrics.JobsCompleted, metrics.JobsFailed, metrics.JobsRetried,
-		metrics.JobsRescued, metrics.JobDuration, metrics.JobsByState, metrics.RedisErrors, metrics.EventsDropped}
+		metrics.JobsRescued, metrics.JobDuration, metrics.JobsByState, metrics.RedisErrors, metrics.EventsDropped,
+		metrics.ClaimsHeld, metrics.HeldJobs}
 	// Every name appears, with the values of what happened (the rescued job completes
 	// after its rescue, so wait for all of it).
 	want := []string{
@@ -78,7 +88,10 @@ func TestEveryDocumentedMetricAppears(t *testing.T) {
 		`queue_jobs_retried_total{type="TEST_JOB"} 1`,
 		`queue_jobs_rescued_total{type="TEST_JOB"} 1`,
 		`queue_jobs_enqueued_total{type="TEST_JOB"} 3`,
-		`queue_jobs{state="completed"} 2`,
+		`queue_jobs_completed_total{type="TEST_ANY"} 1`, // the limited queue's one start
+		`queue_jobs{state="completed"} 3`,
+		`queue_claims_held_total{limit="rate",queue="limited"} `,
+		`queue_held_jobs{limit="rate",queue="limited"} 1`,
 	}
 	var body string
 	require.Eventually(t, func() bool {
@@ -121,6 +134,9 @@ func TestObserveCountsOutcomesAndRescues(t *testing.T) {
 		{Kind: queue.EventFinished, Job: job, State: queue.StateDelayed, Took: time.Millisecond},
 		{Kind: queue.EventFinished, Job: job, State: queue.StateCancelled, Took: time.Millisecond},
 		{Kind: queue.EventRescued, Job: &queue.Job{ID: "2", Type: "R", State: queue.StateWaiting}},
+		{Kind: queue.EventHeld, Queue: "mail", Limit: queue.LimitRate},
+		{Kind: queue.EventHeld, Queue: "mail", Limit: queue.LimitRate},
+		{Kind: queue.EventHeld, Queue: "mail", Limit: queue.LimitGroupConcurrency},
 	} {
 		m.Observe(e)
 	}
@@ -144,6 +160,8 @@ func TestObserveCountsOutcomesAndRescues(t *testing.T) {
 		`queue_job_duration_seconds_count{outcome="failed",type="T"} 1`,
 		`queue_job_duration_seconds_count{outcome="retried",type="T"} 2`,
 		`queue_job_duration_seconds_count{outcome="cancelled",type="T"} 1`,
+		`queue_claims_held_total{limit="rate",queue="mail"} 2`,
+		`queue_claims_held_total{limit="groupConcurrency",queue="mail"} 1`,
 	} {
 		require.Contains(t, body, "\n"+want+"\n", body)
 	}

@@ -55,6 +55,7 @@ type QueueLimits struct {
 	GroupConcurrency Setting[int]  `json:"groupConcurrency"`
 	GroupRate        Setting[Rate] `json:"groupRate"`
 	// Fair: among groups with jobs ready at the same priority, starts go round-robin.
+	// Clearing it puts it back to its default, off.
 	Fair Setting[bool] `json:"fair"`
 }
 
@@ -80,9 +81,6 @@ func (l *QueueLimits) Validate(prefix string, v *ValidationError) {
 	rate("rate", l.Rate)
 	limit("groupConcurrency", l.GroupConcurrency)
 	rate("groupRate", l.GroupRate)
-	if l.Fair.Set && l.Fair.Value == nil {
-		v.Add(prefix+"fair", "must be true or false")
-	}
 }
 
 // SetQueueLimits changes the flow control of one queue and returns the queue. Every
@@ -106,6 +104,9 @@ func (c *Client) SetQueueLimits(ctx context.Context, name string, l QueueLimits)
 		GroupConcurrency:    int32Ptr(l.GroupConcurrency.Value),
 		SetGroupRate:        l.GroupRate.Set,
 		Fair:                l.Fair.Value,
+	}
+	if l.Fair.Set && l.Fair.Value == nil {
+		p.Fair = new(bool) // cleared: the default, off
 	}
 	p.RateLimit, p.RatePeriodMs = rateParams(l.Rate.Value)
 	p.GroupRateLimit, p.GroupRatePeriodMs = rateParams(l.GroupRate.Value)

@@ -279,7 +279,6 @@ func TestQueueLimitsAreValidated(t *testing.T) {
 	_, err := b.client.SetQueueLimits(ctx, "Bad Name", queue.QueueLimits{
 		Concurrency: queue.To(0), Rate: queue.To(queue.Rate{Limit: 100001, Period: 0}),
 		GroupConcurrency: queue.To(-1), GroupRate: queue.To(queue.Rate{Limit: 1, Period: 86400001}),
-		Fair: queue.Clear[bool](),
 	})
 	var v *queue.ValidationError
 	require.ErrorAs(t, err, &v)
@@ -288,7 +287,7 @@ func TestQueueLimitsAreValidated(t *testing.T) {
 		fields = append(fields, p.Field)
 	}
 	require.ElementsMatch(t, []string{"name", "concurrency", "rate.limit", "rate.period", "groupConcurrency",
-		"groupRate.period", "fair"}, fields)
+		"groupRate.period"}, fields)
 
 	q := b.setLimits(t, "emails", queue.QueueLimits{Concurrency: queue.To(2), Rate: queue.To(queue.Rate{Limit: 10, Period: 1000})})
 	require.Equal(t, 2, *q.Concurrency)
@@ -299,6 +298,8 @@ func TestQueueLimitsAreValidated(t *testing.T) {
 	q = b.setLimits(t, "emails", queue.QueueLimits{Rate: queue.Clear[queue.Rate]()})
 	require.Nil(t, q.Rate)
 	require.Equal(t, 2, *q.Concurrency)
+	q = b.setLimits(t, "emails", queue.QueueLimits{Fair: queue.Clear[bool]()})
+	require.False(t, q.Fair, "cleared: the default")
 }
 
 // The settings and what they did are plain SQL: an auditor reads queue.queues.
