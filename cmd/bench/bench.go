@@ -277,10 +277,14 @@ func (b *bench) runWorkload(ctx context.Context, w string, v variant) (result, e
 		res, err = b.single(ctx, t)
 	case "drain":
 		res, err = b.drain(ctx, t)
+	case "drain_limited":
+		res, err = b.drainLimited(ctx, t)
 	case "latency":
 		res, err = b.latency(ctx, t)
 	case "depth":
 		res, err = b.depth(ctx, t)
+	case "fair_claim":
+		res, err = b.fairClaim(ctx, t)
 	default:
 		err = fmt.Errorf("unknown workload %q", w)
 	}

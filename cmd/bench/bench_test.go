@@ -59,6 +59,34 @@ func TestDepthLevelsSortBySize(t *testing.T) {
 	require.Equal(t, 0, metricGroup("drain_jobs_per_s"))
 }
 
+func TestFairClaimGroupCountsSortBySize(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, 0, metricGroup("plain_claim1_p50_ms"))
+	require.Equal(t, 0, metricGroup("limited_claim1_p50_ms"))
+	require.Equal(t, 0, metricGroup("go_cpu_us_per_job"))
+	require.Less(t, metricGroup("g1_claim1_p50_ms"), metricGroup("g10_claim1_p50_ms"))
+	require.Less(t, metricGroup("g10_claim1_p50_ms"), metricGroup("g1000_claim1_p50_ms"))
+	require.Equal(t, 0, metricGroup("_x"))
+	require.Equal(t, "g0000", groupName(0))
+	require.Equal(t, "g0999", groupName(999))
+	for _, s := range fairSetups() {
+		require.True(t, queue.ValidQueueName(s.queue), s.queue)
+		require.Equal(t, s.limits != nil, s.limited, s.queue)
+	}
+}
+
+func TestParseFlagsFlowWorkloads(t *testing.T) {
+	t.Parallel()
+	o, err := parseFlags([]string{"-only", "drain_limited,fair_claim"})
+	require.NoError(t, err)
+	require.Equal(t, []string{"drain_limited", "fair_claim"}, o.only)
+	// Not in the default set: make bench runs what it ran before.
+	o, err = parseFlags(nil)
+	require.NoError(t, err)
+	require.NotContains(t, o.only, "drain_limited")
+	require.NotContains(t, o.only, "fair_claim")
+}
+
 func TestParseFlags(t *testing.T) {
 	t.Parallel()
 	o, err := parseFlags([]string{"-only", "bulk,drain", "-runs", "3", "-variants", "default,noaudit", "-ceiling"})

@@ -1,6 +1,7 @@
 // Command bench measures the queue with fixed workloads (bulk, single,
 // drain, latency, depth) on a database of its own, plus the machine's one-write-per-commit
-// ceiling (pgbench), and prints a table of medians (or JSON with -json).
+// ceiling (pgbench) and, when named with -only, what flow control costs (drain_limited,
+// fair_claim), and prints a table of medians (or JSON with -json).
 //
 // It never touches the user's queue schema: every workload runs in a fresh database
 // queue_bench_<random>_<n>, cloned from a migrated template, and all of them are dropped at
@@ -24,8 +25,9 @@ import (
 )
 
 // Workload names, in the order a run executes them. The ceiling sits next to single so
-// that the ratio of the two is taken under the same background load.
-var allWorkloads = []string{"ceiling", "single", "bulk", "drain", "latency", "depth"}
+// that the ratio of the two is taken under the same background load, and drain_limited
+// next to drain for the same reason.
+var allWorkloads = []string{"ceiling", "single", "bulk", "drain", "drain_limited", "latency", "depth", "fair_claim"}
 
 // variant is one engine configuration under test.
 type variant struct {
@@ -65,7 +67,8 @@ type options struct {
 func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	var o options
-	only := fs.String("only", "single,bulk,drain,latency,depth", "comma-separated workloads to run: "+strings.Join(allWorkloads, ","))
+	only := fs.String("only", "single,bulk,drain,latency,depth", "comma-separated workloads to run: "+strings.Join(allWorkloads, ",")+
+		" (the flow-control ones, drain_limited and fair_claim, only when named)")
 	variants := fs.String("variants", "default", "comma-separated configurations: default (audit and Redis on), noaudit, noredis, bare (both off)")
 	fs.IntVar(&o.runs, "runs", 1, "repeat every workload this many times; the table shows medians")
 	fs.Float64Var(&o.scale, "scale", 1, "multiply job counts and durations (0.1 for a quick check); figures are comparable only at 1")

@@ -187,9 +187,10 @@ func printTable(w io.Writer, rep report) {
 	}
 }
 
-// metricGroup keeps the depth levels together (d1k_..., d100k_..., d1m_...).
+// metricGroup keeps the depth levels together (d1k_..., d100k_..., d1m_...), and the
+// group counts of fair_claim (g1_..., g10_..., g1000_...), in order of size.
 func metricGroup(m string) int {
-	if lvl, _, ok := strings.Cut(m, "_"); ok && strings.HasPrefix(lvl, "d") && len(lvl) > 1 && lvl[1] >= '0' && lvl[1] <= '9' {
+	if lvl, _, ok := strings.Cut(m, "_"); ok && len(lvl) > 1 && (lvl[0] == 'd' || lvl[0] == 'g') && lvl[1] >= '0' && lvl[1] <= '9' {
 		n, unit := 0, ""
 		_, _ = fmt.Sscanf(lvl[1:], "%d%s", &n, &unit)
 		switch unit {

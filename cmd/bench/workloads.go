@@ -176,11 +176,23 @@ func (b *bench) single(ctx context.Context, t *target) (result, error) {
 // drain: 100,000 no-op jobs enqueued first (not timed); one worker at concurrency 100;
 // time from worker start until all completions are persisted.
 func (b *bench) drain(ctx context.Context, t *target) (result, error) {
+	return b.drainQueue(ctx, t, nil)
+}
+
+// drainQueue is the drain workload; limits, when not nil, are set on the default queue
+// before the backlog is enqueued and the worker starts (see drainLimited).
+func (b *bench) drainQueue(ctx context.Context, t *target, limits *queue.QueueLimits) (result, error) {
 	var res result
 	total := b.scaled(100_000, 1_000)
 	p, err := b.newProducer(ctx, t, 2)
 	if err != nil {
 		return res, err
+	}
+	if limits != nil {
+		if _, err := p.client.SetQueueLimits(ctx, queue.DefaultQueue, *limits); err != nil {
+			p.close()
+			return res, err
+		}
 	}
 	err = p.enqueueBacklog(ctx, total, queue.DefaultPriority)
 	p.close()
@@ -188,11 +200,16 @@ func (b *bench) drain(ctx context.Context, t *target) (result, error) {
 		return res, err
 	}
 	count := newCompletionCounter(int64(total))
+	held := &heldCounter{}
+	var obs worker.Observer = count
+	if limits != nil {
+		obs = worker.Observers(count, held) // drain itself keeps its one observer
+	}
 	m, err := b.startMeter(ctx, t)
 	if err != nil {
 		return res, err
 	}
-	w, err := b.startWorker(ctx, t, 100, count, noop)
+	w, err := b.startWorker(ctx, t, 100, obs, noop)
 	if err != nil {
 		return res, err
 	}
@@ -203,6 +220,9 @@ func (b *bench) drain(ctx context.Context, t *target) (result, error) {
 		return res, fmt.Errorf("drain: %d of %d completed: %w", count.n.Load(), total, err)
 	}
 	res.set("jobs_per_s", float64(total)/m.wall.Seconds())
+	if limits != nil {
+		res.set("held_claims", float64(held.n.Load()))
+	}
 	w.recordRedis(&res)
 	m.record(ctx, &res, total)
 	if t.variant.Audit {
