@@ -93,6 +93,9 @@ CREATE FUNCTION queue.claim_limited(
     p_lease_ms bigint
 ) RETURNS SETOF queue.jobs
     LANGUAGE plpgsql
+    -- Plans are made once per connection: re-planning these statements on every claim
+    -- cost more than running them (their parameters do not change the best plan).
+    SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     q          queue.queues;
@@ -235,9 +238,10 @@ CREATE FUNCTION queue.pick_grouped(
     OUT held_by       text,
     OUT next_start_at timestamptz
 )
-    -- plpgsql, not sql: its statement's plan is cached across calls instead of being
-    -- planned on every claim.
+    -- plpgsql, not sql, and generic plans: its statement is planned once per connection
+    -- instead of on every claim (planning it costs more than running it).
     LANGUAGE plpgsql
+    SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
 WITH RECURSIVE grp AS (
