@@ -83,8 +83,10 @@ CREATE TABLE queue.queue_groups (
 -- limits allow at this instant, given every job of the queue that holds a lease and
 -- every start within the rate windows. The settings row lock makes the claims of one
 -- queue take turns; every statement after it takes a fresh snapshot, so it counts the
--- jobs the previous claim started. Times are taken after the lock (clock_timestamp), so
--- the audit trail orders a start after the finish that made room for it.
+-- jobs the previous claim started. The start time is taken once the jobs are picked, so
+-- the audit trail orders each start after every finish the pick counted on; the jobs of
+-- one claim start a microsecond apart, in the order they were picked (round-robin
+-- order, in a fair queue), so the audit trail shows that order too.
 CREATE FUNCTION queue.claim_limited(
     p_queue    text,
     p_types    text[],
@@ -109,6 +111,7 @@ DECLARE
     v_gnext    timestamptz;
     v_period   interval;
     v_gperiod  interval;
+    v_start    timestamptz;
 BEGIN
     SELECT * INTO q FROM queue.queues WHERE name = p_queue FOR UPDATE;
     IF (SELECT paused FROM queue.queue_state) OR coalesce(q.paused, false) THEN
@@ -141,8 +144,8 @@ BEGIN
 
     IF v_allowed > 0 AND q.group_concurrency IS NULL AND q.group_rate_limit IS NULL AND NOT coalesce(q.fair, false) THEN
         -- Queue limits only: the plain claim order, cut to what the limits allow.
-        SELECT array_agg(s.seq) INTO v_seqs FROM (
-            SELECT j.seq FROM queue.jobs j
+        SELECT array_agg(s.seq ORDER BY s.priority DESC, s.run_at, s.seq) INTO v_seqs FROM (
+            SELECT j.seq, j.priority, j.run_at FROM queue.jobs j
             WHERE j.state = 'waiting' AND j.queue = p_queue AND j.type = ANY (p_types)
             ORDER BY j.priority DESC, j.run_at, j.seq
             LIMIT v_allowed
@@ -153,33 +156,38 @@ BEGIN
     END IF;
 
     IF cardinality(v_seqs) > 0 THEN
+        v_start := clock_timestamp();
         RETURN QUERY
         WITH claimed AS (
             UPDATE queue.jobs j
             SET state = 'active',
                 attempts_made = j.attempts_made + 1,
                 progress = 0,
-                started_at = t,
+                started_at = v_start + (array_position(v_seqs, j.seq) - 1) * interval '1 microsecond',
                 lease_owner = p_worker,
                 lease_token = nextval('queue.lease_token_seq'),
-                lease_expires_at = t + p_lease_ms * interval '1 millisecond'
+                lease_expires_at = v_start + p_lease_ms * interval '1 millisecond'
             WHERE j.seq = ANY (v_seqs) AND j.state = 'waiting'
             RETURNING j.*
         ),
         audit AS (
             INSERT INTO queue.job_events (job_id, type, queue, state, attempt, worker, at)
-            SELECT id, type, queue, 'active', attempts_made, p_worker, t FROM claimed
+            SELECT id, type, queue, 'active', attempts_made, p_worker, started_at FROM claimed
         ),
+        -- Counted from the claim's last start: a window never lets a start go sooner
+        -- than the audit trail's times allow.
         starts AS (
             INSERT INTO queue.queue_starts (queue, group_key, at, n)
-            SELECT p_queue, CASE WHEN q.group_rate_limit IS NULL THEN '' ELSE c.group_key END, t, count(*)
+            SELECT p_queue, CASE WHEN q.group_rate_limit IS NULL THEN '' ELSE c.group_key END,
+                   max(c.started_at), count(*)
             FROM claimed c
             WHERE q.rate_limit IS NOT NULL OR q.group_rate_limit IS NOT NULL
             GROUP BY 2
         ),
         served AS (
             INSERT INTO queue.queue_groups AS g (queue, group_key, last_started_at)
-            SELECT DISTINCT p_queue, c.group_key, t FROM claimed c WHERE q.fair
+            SELECT p_queue, c.group_key, min(c.started_at) FROM claimed c WHERE q.fair
+            GROUP BY c.group_key
             ON CONFLICT (queue, group_key) DO UPDATE SET last_started_at = excluded.last_started_at
         )
         SELECT * FROM claimed ORDER BY priority DESC, run_at, seq;
@@ -341,12 +349,14 @@ cand AS (
     JOIN open o ON o.group_key = s.group_key
 ),
 picked AS (
-    SELECT seq, group_key FROM cand
+    SELECT seq, group_key,
+           row_number() OVER (ORDER BY priority DESC,
+                                       CASE WHEN q.fair THEN round END,
+                                       CASE WHEN q.fair THEN last END ASC NULLS FIRST,
+                                       run_at, seq) AS ord
+    FROM cand
     WHERE round <= room -- each group within its own limits
-    ORDER BY priority DESC,
-             CASE WHEN q.fair THEN round END,
-             CASE WHEN q.fair THEN last END ASC NULLS FIRST,
-             run_at, seq
+    ORDER BY ord
     LIMIT p_allowed
 ),
 -- Groups whose own limit left jobs behind: shut out, or given all their room.
@@ -358,7 +368,7 @@ bound AS (
     CROSS JOIN LATERAL (SELECT count(*) AS picked FROM picked p WHERE p.group_key = o.group_key) n
     WHERE o.room < p_allowed AND o.room = n.picked
 )
-SELECT (SELECT coalesce(array_agg(p.seq), '{}') FROM picked p),
+SELECT (SELECT coalesce(array_agg(p.seq ORDER BY p.ord), '{}') FROM picked p),
        (SELECT CASE WHEN coalesce(bool_or(b.rate_full), false) THEN 'groupRate'
                     WHEN count(*) > 0 THEN 'groupConcurrency' END FROM bound b),
        (SELECT min(b.oldest) + q.group_rate_period_ms * interval '1 millisecond' FROM bound b WHERE b.rate_full)

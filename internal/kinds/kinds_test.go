@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -196,4 +198,34 @@ func TestPermanent(t *testing.T) {
 	require.True(t, IsPermanent(pf))
 	require.ErrorIs(t, pf, base)
 	require.Equal(t, "file a: boom", pf.Error())
+}
+
+// Workers decode many jobs of a type they have not seen before at once: every one of
+// those first decodes sees the type's whole field index, never a half-built one.
+func TestFirstDecodesOfATypeSeeAllItsFields(t *testing.T) {
+	t.Parallel()
+	for round := range 200 {
+		// A type no decode has seen yet, every round.
+		fields := make([]reflect.StructField, 12)
+		for i := range fields {
+			fields[i] = reflect.StructField{Name: fmt.Sprintf("F%d", i), Type: reflect.TypeFor[string](),
+				Tag: reflect.StructTag(fmt.Sprintf(`json:"f%d_%d"`, i, round))}
+		}
+		typ := reflect.StructOf(fields)
+		raw := []byte(fmt.Sprintf(`{"f0_%d": "a", "f11_%d": "b"}`, round, round))
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		problems := make([][]Problem, 8)
+		for g := range problems {
+			wg.Go(func() {
+				<-start
+				problems[g] = decodeStruct(raw, reflect.New(typ).Elem(), "")
+			})
+		}
+		close(start)
+		wg.Wait()
+		for _, p := range problems {
+			require.Empty(t, p, "round %d", round)
+		}
+	}
 }

@@ -266,20 +266,33 @@ type typeInfo struct {
 	rules bool           // some field, at any depth, has validate tags
 }
 
-var typeInfos sync.Map // reflect.Type -> *typeInfo
+var typeInfos sync.Map // reflect.Type -> *typeInfo, published only once complete
 
+// infoOf returns t's decoding information, working it out on first use. It is built
+// apart and published whole: workers decode many jobs of a new type at once, and a
+// half-built index would call valid fields unknown.
 func infoOf(t reflect.Type) *typeInfo {
 	if ti, ok := typeInfos.Load(t); ok {
 		return ti.(*typeInfo)
 	}
+	ti, _ := typeInfos.LoadOrStore(t, buildInfo(t, map[reflect.Type]*typeInfo{}))
+	return ti.(*typeInfo)
+}
+
+// buildInfo works out t's information; building holds the types being worked out up
+// the walk, so a type that contains itself ends it.
+func buildInfo(t reflect.Type, building map[reflect.Type]*typeInfo) *typeInfo {
+	if ti, ok := building[t]; ok {
+		return ti
+	}
 	ti := &typeInfo{index: map[string]int{}}
-	typeInfos.Store(t, ti) // first, so a type that contains itself ends the walk
+	building[t] = ti
 	for i := range t.NumField() {
 		f := t.Field(i)
 		if name, _, _ := strings.Cut(f.Tag.Get("json"), ","); name != "" && name != "-" {
 			ti.index[name] = i
 		}
-		if f.Tag.Get("validate") != "" || hasRules(f.Type) {
+		if f.Tag.Get("validate") != "" || rulesIn(f.Type, building) {
 			ti.rules = true
 		}
 	}
@@ -290,11 +303,22 @@ func fieldIndex(t reflect.Type) map[string]int { return infoOf(t).index }
 
 // hasRules reports whether a type (a struct, or a pointer, slice or map of one) carries
 // validate tags anywhere.
-func hasRules(t reflect.Type) bool {
+func hasRules(t reflect.Type) bool { return rulesIn(t, nil) }
+
+func rulesIn(t reflect.Type, building map[reflect.Type]*typeInfo) bool {
 	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Array || t.Kind() == reflect.Map {
 		t = t.Elem()
 	}
-	return t.Kind() == reflect.Struct && t != rawObjectType && infoOf(t).rules
+	if t.Kind() != reflect.Struct || t == rawObjectType {
+		return false
+	}
+	if building == nil {
+		return infoOf(t).rules
+	}
+	if ti, ok := typeInfos.Load(t); ok {
+		return ti.(*typeInfo).rules
+	}
+	return buildInfo(t, building).rules
 }
 
 func decodeValue(raw json.RawMessage, v reflect.Value, field string) []Problem {

@@ -137,7 +137,10 @@ func (w *Worker) flush(defaults queue.RetentionDefaults, batch []finished) {
 	w.mu.Unlock()
 	for _, f := range batch {
 		if f.run.slotUntilRecorded {
+			// The queue's limit has room now: claim at once rather than wait for the
+			// notification to come back.
 			f.run.producer.release()
+			signal(f.run.producer.wake)
 		}
 	}
 	for _, f := range batch {
