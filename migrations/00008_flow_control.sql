@@ -8,9 +8,10 @@
 --
 -- A queue with none of these is claimed exactly as before: the claim statement reads the
 -- settings row it already read for the pause switch, and leaves a limited queue alone. A
--- limited queue is claimed by queue.claim_limited, which takes its settings row FOR
--- UPDATE, so its claims run one at a time across every worker and each sees what the
--- one before it started.
+-- limited queue is claimed by queue.claim_limited, which takes a lock of its own for
+-- that queue (a transaction-level advisory lock, key 1903979892 and the hash of the
+-- queue's name), so its claims run one at a time across every worker and each sees what
+-- the one before it started.
 
 -- +goose Up
 ALTER TABLE queue.jobs ADD COLUMN group_key text NOT NULL DEFAULT '';
@@ -18,8 +19,9 @@ ALTER TABLE queue.jobs ADD COLUMN group_key text NOT NULL DEFAULT '';
 -- the table only keeps the length, which costs nothing per update.
 ALTER TABLE queue.jobs ADD CONSTRAINT jobs_group_length CHECK (octet_length(group_key) <= 512);
 
--- Leased rows by queue and group: the concurrency limits count them (a handful: the sum of
--- worker concurrency). Same rows as before, so claims pay nothing more for it.
+-- Leased rows by queue and group: the concurrency limits count them (a handful: the sum
+-- of worker concurrency, plus the dead entries claims and finishes leave until a
+-- vacuum). Same rows as before, so claims pay nothing more for it.
 DROP INDEX queue.jobs_leased_idx;
 CREATE INDEX jobs_leased_idx ON queue.jobs (queue, group_key, seq) WHERE lease_owner IS NOT NULL;
 
@@ -81,9 +83,11 @@ CREATE TABLE queue.queue_groups (
 -- +goose StatementBegin
 -- Claims up to p_max waiting jobs of a limited queue for a worker: no more than its
 -- limits allow at this instant, given every job of the queue that holds a lease and
--- every start within the rate windows. The settings row lock makes the claims of one
--- queue take turns; every statement after it takes a fresh snapshot, so it counts the
--- jobs the previous claim started. The start time is taken once the jobs are picked, so
+-- every start within the rate windows. The queue's claim lock makes its claims take
+-- turns; every statement after it takes a fresh snapshot, so it counts the jobs the
+-- previous claim started. It is an advisory lock rather than a lock of the settings
+-- row: a row lock is a write, so a claim that found nothing to start would still write
+-- and flush WAL. The start time is taken once the jobs are picked, so
 -- the audit trail orders each start after every finish the pick counted on; the jobs of
 -- one claim start a microsecond apart, in the order they were picked (round-robin
 -- order, in a fair queue), so the audit trail shows that order too.
@@ -113,7 +117,8 @@ DECLARE
     v_gperiod  interval;
     v_start    timestamptz;
 BEGIN
-    SELECT * INTO q FROM queue.queues WHERE name = p_queue FOR UPDATE;
+    PERFORM pg_advisory_xact_lock(1903979892, hashtext(p_queue));
+    SELECT * INTO q FROM queue.queues WHERE name = p_queue;
     IF (SELECT paused FROM queue.queue_state) OR coalesce(q.paused, false) THEN
         RETURN;
     END IF;
@@ -122,6 +127,7 @@ BEGIN
     v_gperiod := q.group_rate_period_ms * interval '1 millisecond';
 
     IF q.concurrency IS NOT NULL THEN
+        -- Every job holding a lease: active, or cancelled with its handler still running.
         SELECT count(*) INTO v_n FROM queue.jobs WHERE queue = p_queue AND lease_owner IS NOT NULL;
         IF q.concurrency - v_n < v_allowed THEN
             v_allowed := greatest(q.concurrency - v_n, 0);

@@ -124,12 +124,13 @@ func pickExecution(ctx context.Context, conn *pgx.Conn, limit int) (float64, boo
 }
 
 // batchSizes reads, from the audit trail, how many jobs each claim and each completion
-// statement moved on average: rows of one statement share its transaction's now().
+// statement moved on average: rows of one statement share its transaction's now(), or
+// (a limited claim, whose starts are a microsecond apart in pick order) its millisecond.
 func batchSizes(ctx context.Context, conn *pgx.Conn) (claim, finish float64, err error) {
 	rows, err := conn.Query(ctx, `
 SELECT state, avg(n)::float8
 FROM (SELECT state, count(*) AS n FROM queue.job_events
-      WHERE state IN ('active', 'completed') GROUP BY state, at, worker) s
+      WHERE state IN ('active', 'completed') GROUP BY state, date_trunc('milliseconds', at), worker) s
 GROUP BY state`)
 	if err != nil {
 		return 0, 0, fmt.Errorf("batch sizes: %w", err)

@@ -79,9 +79,9 @@ func claimed[R any](rows []R, err error, row func(R) store.QueueJob) ([]Job, err
 
 // ClaimLimited is Claim for a queue with limits: it claims no more than the queue's
 // concurrency and rate limits, and its groups' limits, allow at this instant, counting
-// the jobs of every worker. Claims of one limited queue take turns (they lock its
-// settings row); a queue without limits is claimed the same way, only slower than by
-// Claim.
+// the jobs of every worker. Claims of one limited queue take turns (they take the
+// queue's claim lock); a queue without limits is claimed the same way, only slower than
+// by Claim.
 func (r *Runner) ClaimLimited(ctx context.Context, queue string, types []string, max int, lease time.Duration) ([]Job, error) {
 	rows, err := store.New(r.pool).JobClaimLimited(ctx, store.JobClaimLimitedParams{
 		Queue: queue, Types: types, Max: int32(max), Worker: r.worker, LeaseMs: lease.Milliseconds(),
@@ -133,6 +133,9 @@ type Limits struct {
 	// Slots: a concurrency limit (queue or group) holds it, so a finish makes room for
 	// other workers and must wake them.
 	Slots bool
+	// Rated: a rate limit (queue or group) holds it, so a claim it cut short is retried
+	// when the window has room again (Hold says when).
+	Rated bool
 }
 
 // Limits reads the limits of the named queues; a queue without a settings row has none.
@@ -143,7 +146,7 @@ func (r *Runner) Limits(ctx context.Context, queues []string) (map[string]Limits
 	}
 	out := make(map[string]Limits, len(queues))
 	for _, row := range rows {
-		out[row.Name] = Limits{Limited: row.Limited, Slots: row.SlotLimited}
+		out[row.Name] = Limits{Limited: row.Limited, Slots: row.SlotLimited, Rated: row.RateLimited}
 	}
 	return out, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -135,13 +136,21 @@ func (w *Worker) flush(defaults queue.RetentionDefaults, batch []finished) {
 		w.forgetLocked(f.run)
 	}
 	w.mu.Unlock()
+	// Slots held until the outcome was recorded are freed together, then their queues
+	// claim once for all of them (the limit has room now: no need to wait for the
+	// notification to come back).
+	var freed []*producer
 	for _, f := range batch {
-		if f.run.slotUntilRecorded {
-			// The queue's limit has room now: claim at once rather than wait for the
-			// notification to come back.
-			f.run.producer.release()
-			signal(f.run.producer.wake)
+		if p := f.run.producer; f.run.slotUntilRecorded {
+			<-p.slots
+			if !slices.Contains(freed, p) {
+				freed = append(freed, p)
+			}
 		}
+	}
+	for _, p := range freed {
+		signal(p.slotFreed)
+		signal(p.wake)
 	}
 	for _, f := range batch {
 		// Stored only when a snapshot store took it (without one, Remove means "no

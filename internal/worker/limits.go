@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/pgqueue/queue/internal/queue"
@@ -70,18 +71,9 @@ func (w *Worker) slotQueues(batch []finished) []string {
 	var out []string
 	for _, f := range batch {
 		q := f.run.job.Queue
-		if w.limitsOf(q).Slots && !contains(out, q) {
+		if w.limitsOf(q).Slots && !slices.Contains(out, q) {
 			out = append(out, q)
 		}
 	}
 	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
