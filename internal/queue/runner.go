@@ -133,9 +133,6 @@ type Limits struct {
 	// Slots: a concurrency limit (queue or group) holds it, so a finish makes room for
 	// other workers and must wake them.
 	Slots bool
-	// Rated: a rate limit (queue or group) holds it, so a claim it cut short is retried
-	// when the window has room again (Hold says when).
-	Rated bool
 }
 
 // Limits reads the limits of the named queues; a queue without a settings row has none.
@@ -146,7 +143,7 @@ func (r *Runner) Limits(ctx context.Context, queues []string) (map[string]Limits
 	}
 	out := make(map[string]Limits, len(queues))
 	for _, row := range rows {
-		out[row.Name] = Limits{Limited: row.Limited, Slots: row.SlotLimited, Rated: row.RateLimited}
+		out[row.Name] = Limits{Limited: row.Limited, Slots: row.SlotLimited}
 	}
 	return out, nil
 }

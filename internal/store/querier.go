@@ -124,9 +124,8 @@ type Querier interface {
 	// What held the last claim of a queue back, and in how many milliseconds a rate window
 	// has room again (by the database's clock, so the worker's own clock does not matter).
 	QueueHold(ctx context.Context, name string) (QueueHoldRow, error)
-	// Which of the given queues have limits (claimed through JobClaimLimited), which limit
-	// how many jobs run at once (their finishes wake the other workers), and which limit
-	// starts by a rate (a claim they cut short says when the window has room again).
+	// Which of the given queues have limits (claimed through JobClaimLimited), and which
+	// limit how many jobs run at once (their finishes wake the other workers).
 	QueueLimits(ctx context.Context, names []string) ([]QueueLimitsRow, error)
 	// Wakes the workers of one queue (an empty name wakes every queue).
 	QueueNotify(ctx context.Context, queue string) error

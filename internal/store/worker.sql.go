@@ -577,8 +577,7 @@ func (q *Queries) QueueHold(ctx context.Context, name string) (QueueHoldRow, err
 
 const queueLimits = `-- name: QueueLimits :many
 SELECT name, coalesce(limited, false)::boolean AS limited,
-       (concurrency IS NOT NULL OR group_concurrency IS NOT NULL)::boolean AS slot_limited,
-       (rate_limit IS NOT NULL OR group_rate_limit IS NOT NULL)::boolean AS rate_limited
+       (concurrency IS NOT NULL OR group_concurrency IS NOT NULL)::boolean AS slot_limited
 FROM queue.queues WHERE name = ANY ($1::text[])
 `
 
@@ -586,12 +585,10 @@ type QueueLimitsRow struct {
 	Name        string
 	Limited     bool
 	SlotLimited bool
-	RateLimited bool
 }
 
-// Which of the given queues have limits (claimed through JobClaimLimited), which limit
-// how many jobs run at once (their finishes wake the other workers), and which limit
-// starts by a rate (a claim they cut short says when the window has room again).
+// Which of the given queues have limits (claimed through JobClaimLimited), and which
+// limit how many jobs run at once (their finishes wake the other workers).
 func (q *Queries) QueueLimits(ctx context.Context, names []string) ([]QueueLimitsRow, error) {
 	rows, err := q.db.Query(ctx, queueLimits, names)
 	if err != nil {
@@ -601,12 +598,7 @@ func (q *Queries) QueueLimits(ctx context.Context, names []string) ([]QueueLimit
 	items := []QueueLimitsRow{}
 	for rows.Next() {
 		var i QueueLimitsRow
-		if err := rows.Scan(
-			&i.Name,
-			&i.Limited,
-			&i.SlotLimited,
-			&i.RateLimited,
-		); err != nil {
+		if err := rows.Scan(&i.Name, &i.Limited, &i.SlotLimited); err != nil {
 			return nil, err
 		}
 		items = append(items, i)

@@ -83,8 +83,7 @@ func (p *producer) fetchLoop(ctx context.Context) {
 			continue
 		}
 		wait := w.cfg.PollInterval
-		if lim := w.limitsOf(p.queue); lim.Limited && lim.Rated {
-			// Only a rate needs a timer: a freed slot wakes the producer by itself.
+		if limited {
 			wait = p.held(ctx, wait)
 		}
 		poll.Reset(wait)

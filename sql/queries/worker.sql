@@ -52,12 +52,10 @@ SELECT held_by,
 FROM queue.queues WHERE name = sqlc.arg(name)::text;
 
 -- name: QueueLimits :many
--- Which of the given queues have limits (claimed through JobClaimLimited), which limit
--- how many jobs run at once (their finishes wake the other workers), and which limit
--- starts by a rate (a claim they cut short says when the window has room again).
+-- Which of the given queues have limits (claimed through JobClaimLimited), and which
+-- limit how many jobs run at once (their finishes wake the other workers).
 SELECT name, coalesce(limited, false)::boolean AS limited,
-       (concurrency IS NOT NULL OR group_concurrency IS NOT NULL)::boolean AS slot_limited,
-       (rate_limit IS NOT NULL OR group_rate_limit IS NOT NULL)::boolean AS rate_limited
+       (concurrency IS NOT NULL OR group_concurrency IS NOT NULL)::boolean AS slot_limited
 FROM queue.queues WHERE name = ANY (sqlc.arg(names)::text[]);
 
 -- name: JobFinishMany :many
