@@ -387,9 +387,9 @@ func modelPick(jobs []waitingJob, room map[string]int, allowed int, fair bool) [
 	return out
 }
 
-// A grouped claim takes exactly the jobs the model says, whatever the mix of groups,
-// priorities, group limits and claim sizes: checked against random queues, claim after
-// claim, with some runs finishing in between.
+// A grouped claim takes exactly the jobs the model says, whatever the mix of groups (and
+// of jobs without one), priorities, group limits and claim sizes: checked against random
+// queues, claim after claim, with some runs finishing in between.
 func TestGroupedClaimMatchesModel(t *testing.T) {
 	t.Parallel()
 	for _, fair := range []bool{false, true} {
@@ -408,8 +408,12 @@ func TestGroupedClaimMatchesModel(t *testing.T) {
 				}
 				b.setLimits(t, "mix", l)
 				for g := range 7 {
+					group := fmt.Sprintf("g%d", g)
+					if g == 0 {
+						group = "" // jobs without a group are one group of their own
+					}
 					for range rng.IntN(9) {
-						b.enqueueIn(t, "mix", fmt.Sprintf("g%d", g), []int{1, 5, 5, 10}[rng.IntN(4)], 1)
+						b.enqueueIn(t, "mix", group, []int{1, 5, 5, 10}[rng.IntN(4)], 1)
 					}
 				}
 				r := queue.NewRunner(b.pool, "w1")

@@ -38,10 +38,11 @@ type QueueJob struct {
 }
 
 type QueueJobCount struct {
-	State string
-	Type  string
-	N     int64
-	Queue string
+	State   string
+	Type    string
+	N       int64
+	Queue   string
+	Grouped bool
 }
 
 type QueueJobEvent struct {

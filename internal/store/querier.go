@@ -31,8 +31,8 @@ type Querier interface {
 	// Exact counts by queue, state and type from the deltas that triggers append to
 	// queue.job_counts, not a table scan.
 	JobCounts(ctx context.Context) ([]JobCountsRow, error)
-	// Folds the appended deltas into one row per (queue, state, type), so stats stay a tiny
-	// sum.
+	// Folds the appended deltas into one row per (queue, state, type, grouped), so stats
+	// stay a tiny sum.
 	JobCountsCompact(ctx context.Context) error
 	// Audit rows older than the retention, oldest first, in bounded batches.
 	JobEventsTrim(ctx context.Context, arg JobEventsTrimParams) (int64, error)

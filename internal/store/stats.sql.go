@@ -53,14 +53,14 @@ func (q *Queries) JobCounts(ctx context.Context) ([]JobCountsRow, error) {
 
 const jobCountsCompact = `-- name: JobCountsCompact :exec
 WITH folded AS (
-    DELETE FROM queue.job_counts RETURNING queue, state, type, n
+    DELETE FROM queue.job_counts RETURNING queue, state, type, grouped, n
 )
-INSERT INTO queue.job_counts (queue, state, type, n)
-SELECT queue, state, type, sum(n) FROM folded GROUP BY queue, state, type HAVING sum(n) <> 0
+INSERT INTO queue.job_counts (queue, state, type, grouped, n)
+SELECT queue, state, type, grouped, sum(n) FROM folded GROUP BY queue, state, type, grouped HAVING sum(n) <> 0
 `
 
-// Folds the appended deltas into one row per (queue, state, type), so stats stay a tiny
-// sum.
+// Folds the appended deltas into one row per (queue, state, type, grouped), so stats
+// stay a tiny sum.
 func (q *Queries) JobCountsCompact(ctx context.Context) error {
 	_, err := q.db.Exec(ctx, jobCountsCompact)
 	return err

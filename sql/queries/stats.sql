@@ -7,13 +7,13 @@ GROUP BY queue, state, type
 HAVING sum(n) <> 0;
 
 -- name: JobCountsCompact :exec
--- Folds the appended deltas into one row per (queue, state, type), so stats stay a tiny
--- sum.
+-- Folds the appended deltas into one row per (queue, state, type, grouped), so stats
+-- stay a tiny sum.
 WITH folded AS (
-    DELETE FROM queue.job_counts RETURNING queue, state, type, n
+    DELETE FROM queue.job_counts RETURNING queue, state, type, grouped, n
 )
-INSERT INTO queue.job_counts (queue, state, type, n)
-SELECT queue, state, type, sum(n) FROM folded GROUP BY queue, state, type HAVING sum(n) <> 0;
+INSERT INTO queue.job_counts (queue, state, type, grouped, n)
+SELECT queue, state, type, grouped, sum(n) FROM folded GROUP BY queue, state, type, grouped HAVING sum(n) <> 0;
 
 -- name: QueueSettings :many
 -- Every queue that has a settings row.
